@@ -1,0 +1,51 @@
+# digitrec: `make run` (fetch MNIST, train the seed recipe, evaluate) and `make test` on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= data
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+RUN    := runs/seed-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: run test install install-test data browser bench bench-seed bench-infer bench-serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Stamps: reinstall when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+data: install
+	$(BIN)/digitrec fetch --data-dir $(DATA)
+
+# Debian's Chromium for the browser tests (needs root; skipped with a message otherwise).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
+	  echo "chromium not installed: browser tests will be skipped"
+
+run: data
+	$(BIN)/digitrec train --recipe seed --data-dir $(DATA) --out $(RUN) --progress lines
+	$(BIN)/digitrec evaluate $(RUN) --data-dir $(DATA)
+
+test: install-test data browser
+	DIGITREC_DATA=$(DATA) $(BIN)/pytest -q -rs
+
+bench-seed: data
+	$(BIN)/python -m benchmarks.seed --data-dir $(DATA)
+
+bench: data
+	$(BIN)/python -m benchmarks.training --data-dir $(DATA)
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,131 @@
+"""The `digitrec` command: parses arguments, calls the Python API, prints.  No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import DigitrecError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="digitrec", description="Handwritten digit recognition with CNNs in PyTorch.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n  digitrec fetch\n  digitrec train\n  digitrec evaluate runs/seed-*/\n"
+                                       "  digitrec predict my_digit.png\n\nrun `digitrec COMMAND --help` for each command")
+    p.add_argument("--version", action="version", version=f"digitrec {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str, examples: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help, epilog="examples:\n" + examples,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+        return c
+
+    c = command("fetch", "download and verify a data set (SHA-256) into DATA_DIR/<Name>/raw",
+                "  digitrec fetch\n  digitrec fetch --dataset fashion-mnist --data-dir ~/data\n"
+                "  digitrec fetch --force   # fetch again even if files are there")
+    c.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
+    c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
+    c.add_argument("--force", action="store_true", help="ignore files already there and fetch again")
+
+    c = command("train", "train a model with a recipe, evaluating on the test split after each epoch",
+                "  digitrec train                       # the seed recipe, exactly as the course report\n"
+                "  digitrec train --recipe fast --out runs/fast\n"
+                "  digitrec train --epochs 3 --batch-size 128 --lr 2e-3 --seed 1\n"
+                "  digitrec train --resume runs/seed-20261128-101500\n"
+                "  torchrun --nproc_per_node=2 -m digitrec train --recipe fast   # several processes")
+    c.add_argument("--recipe", default="seed", help="seed (default), fast or best; see `digitrec recipes`")
+    c.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
+    c.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    c.add_argument("--batch-size", type=int, help="override the recipe's batch size (global: all processes together)")
+    c.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
+    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda or mps")
+    c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
+    c.add_argument("--out", help="run folder (default: runs/<recipe>-<date>-<time>)")
+    c.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run where its last checkpoint ends")
+    c.add_argument("--compile", action="store_true", help="torch.compile the model (mostly useful on CUDA)")
+    c.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
+                   help="a progress bar per epoch (bar), per-epoch lines only (lines), or bar on a terminal (auto)")
+
+    c = command("evaluate", "evaluate a model on the test split: table, report.json, confusion.png, mistakes.png",
+                "  digitrec evaluate runs/seed-20261128-101500\n  digitrec evaluate model.safetensors --out reports/")
+    c.add_argument("model", help="a model file (.safetensors) or a run folder")
+    c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
+    c.add_argument("--dataset", help="data set to evaluate on (default: the one the model was trained on)")
+    c.add_argument("--out", help="folder for the report files (default: beside the model)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    c.add_argument("--json", action="store_true", help="print report.json instead of the table")
+
+    command("recipes", "print every recipe's full settings", "  digitrec recipes")
+    return p
+
+
+def _cmd_fetch(a) -> int:
+    from .data import fetch
+
+    fetch(a.dataset, a.data_dir, force=a.force)
+    return 0
+
+
+def _cmd_train(a) -> int:
+    from .recipes import get_recipe
+    from .train import default_run_dir, train
+
+    recipe = get_recipe(a.recipe).with_overrides(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr)
+    for name in ("epochs", "batch_size"):
+        if getattr(recipe, name) < 1:
+            raise DigitrecError(f"--{name.replace('_', '-')} must be at least 1")
+    if recipe.lr <= 0:
+        raise DigitrecError("--lr must be positive")
+    progress = {"auto": None, "bar": True, "lines": False}[a.progress]
+    if a.resume:
+        train(recipe, out=a.resume, resume=True, device=a.device, data_dir=a.data_dir, compile=a.compile,
+              progress=progress)
+        return 0
+    out = a.out or default_run_dir(recipe, a.dataset)
+    print(f"run folder: {out}")
+    train(recipe, dataset=a.dataset, data_dir=a.data_dir, out=out, seed=a.seed, device=a.device,
+          compile=a.compile, progress=progress)
+    return 0
+
+
+def _cmd_evaluate(a) -> int:
+    from .evaluate import evaluate, format_report
+
+    report = evaluate(a.model, data_dir=a.data_dir, dataset=a.dataset, out=a.out, device=a.device)
+    if a.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+        print("\nwrote " + ", ".join(report["files"]))
+    return 0
+
+
+def _cmd_recipes(a) -> int:
+    from .recipes import RECIPES
+
+    print(json.dumps({name: r.to_dict() for name, r in RECIPES.items()}, indent=2))
+    return 0
+
+
+COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DigitrecError as e:
+        if args.debug:
+            raise
+        print(f"digitrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("digitrec: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,106 @@
+"""Network architectures, looked up by name.  Every model takes float [N, 1, 28, 28] in [0, 1] and
+returns 10 logits; any mean/std normalisation lives inside the model, so exported graphs are self-contained."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import DigitrecError
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class SeedCNN(nn.Module):
+    """The course report's CNN, layer for layer and name for name (its state_dict loads into the report's
+    `CNN` class and back).  37,642 parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(1, 16, 5, stride=1, padding=2), nn.ReLU(), nn.MaxPool2d(2))  # 28 -> 14
+        self.conv2 = nn.Sequential(nn.Conv2d(16, 32, 5, stride=1, padding=2), nn.ReLU(), nn.MaxPool2d(2))  # 14 -> 7
+        self.conv3 = nn.Sequential(nn.Conv2d(32, 64, 3, stride=1, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+                                   nn.MaxPool2d(2))  # 7 -> 3
+        self.dropout = nn.Dropout(0.5)
+        self.out = nn.Linear(64 * 3 * 3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv3(self.conv2(self.conv1(x)))
+        return self.out(self.dropout(x.flatten(1)))
+
+
+class Normalize(nn.Module):
+    def __init__(self, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def conv_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class FastCNN(nn.Module):
+    """Small and cheap on a CPU: two conv-BN-ReLU-pool stages and a linear head (~23k parameters)."""
+
+    def __init__(self, width: int = 24) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            Normalize(),
+            *conv_bn(1, width, 5), nn.MaxPool2d(2),  # 28 -> 14
+            *conv_bn(width, 2 * width), nn.MaxPool2d(2),  # 14 -> 7
+            *conv_bn(2 * width, 4 * width), nn.MaxPool2d(2),  # 7 -> 3
+        )
+        self.out = nn.Linear(4 * width * 9, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(x).flatten(1))
+
+
+class WideCNN(nn.Module):
+    """The `best` recipe's network: VGG-style pairs of 3x3 conv-BN-ReLU, global average pooling."""
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            Normalize(),
+            *conv_bn(1, w), *conv_bn(w, w), nn.MaxPool2d(2),  # 28 -> 14
+            *conv_bn(w, 2 * w), *conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),  # 14 -> 7
+            *conv_bn(2 * w, 4 * w), *conv_bn(4 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.dropout = nn.Dropout(0.2)
+        self.out = nn.Linear(4 * w, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.dropout(self.features(x).flatten(1)))
+
+
+MODELS: dict[str, type[nn.Module]] = {"seed": SeedCNN, "fast": FastCNN, "wide": WideCNN}
+
+
+def build_model(name: str) -> nn.Module:
+    try:
+        return MODELS[name]()
+    except KeyError:
+        raise DigitrecError(f"unknown architecture {name!r}; known: {', '.join(MODELS)}") from None
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class Ensemble(nn.Module):
+    """Averages its members' probabilities; returns log of the mean, so softmax(output) is that mean."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(x).softmax(1) for m in self.members]).mean(0)
+        return probs.clamp_min(1e-12).log()

@@ -1,0 +1,72 @@
+"""Pictures people would rather see than read: training curves, confusion matrix, gallery of mistakes."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+
+def curves(history: list[dict], path: str | os.PathLike) -> None:
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss", yscale="log")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [r["test_accuracy"] for r in history], "o-", color="C2")
+    ax_acc.set(xlabel="epoch", ylabel="%", title="test accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def confusion(matrix: list[list[int]], classes: list[str], path: str | os.PathLike) -> None:
+    m = torch.tensor(matrix, dtype=torch.float64)
+    off = m.clone().fill_diagonal_(0)  # colour the errors; the diagonal would swamp them
+    fig, ax = plt.subplots(figsize=(7, 6))
+    image = ax.imshow(off, cmap="Reds")
+    n = len(classes)
+    for i in range(n):
+        for j in range(n):
+            value = int(m[i, j])
+            if value:
+                ax.text(j, i, value, ha="center", va="center", fontsize=7,
+                        color="black" if i != j else "tab:blue", weight="bold" if i == j else "normal")
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true",
+           title="confusion matrix (colour: errors only)")
+    ax.set_xticklabels(classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right")
+    ax.set_yticklabels(classes)
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def mistakes(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, probabilities: torch.Tensor,
+             classes: list[str], path: str | os.PathLike, limit: int = 100) -> None:
+    """Misclassified images, most confident mistakes first, titled `true→predicted (confidence)`."""
+    wrong = (predictions != labels).nonzero().flatten()
+    total = len(wrong)
+    confidence = probabilities.max(1).values
+    wrong = wrong[confidence[wrong].argsort(descending=True)][:limit]
+    cols = 10
+    rows = max(1, (len(wrong) + cols - 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3 + 0.4), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong.tolist()):
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"{classes[labels[i]]}→{classes[predictions[i]]} ({confidence[i]:.2f})", fontsize=7)
+    shown = f"the {len(wrong)} most confident of {total}" if total > len(wrong) else f"all {total}"
+    fig.suptitle(f"{shown} misclassified test images (true→predicted, confidence)"
+                 if total else "no misclassified test images", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

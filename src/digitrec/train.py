@@ -1,0 +1,245 @@
+"""Training: one loop for every recipe.
+
+Batches are cut from the whole split held in memory (on the GPU when there is one).  Each epoch's data order
+and random draws (dropout, augmentation) come from seeds derived from (seed, epoch), so a run resumed from
+the checkpoint of epoch k replays exactly what an uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from . import __version__, distributed
+from .augment import random_affine
+from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint, save_checkpoint, save_model
+from .data import batches, data_hashes, dataset_spec, load_split
+from .errors import DigitrecError
+from .evaluate import evaluate_split
+from .models import build_model
+from .recipes import Recipe
+
+OPTIMIZERS: dict[str, Callable[[list, Recipe], torch.optim.Optimizer]] = {
+    "adam": lambda params, r: torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay),
+    "adamw": lambda params, r: torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay),
+    "sgd": lambda params, r: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=True,
+                                             weight_decay=r.weight_decay),
+}
+
+# name -> (factory(optimizer, recipe, total batch steps), whether it steps after each "batch" or "epoch")
+SCHEDULES: dict[str, tuple[Callable, str]] = {
+    "step": (lambda opt, r, steps: torch.optim.lr_scheduler.StepLR(opt, r.step_size, r.gamma), "epoch"),
+    "onecycle": (lambda opt, r, steps: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=r.lr, total_steps=steps, pct_start=r.warmup), "batch"),
+    "constant": (lambda opt, r, steps: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0), "epoch"),
+}
+
+
+def select_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise DigitrecError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DigitrecError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DigitrecError("--device mps asked for, but PyTorch sees no Apple GPU")
+    return torch.device(name)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+@dataclass
+class RunResult:
+    model: nn.Module  # the model that was evaluated and saved (the weight average when the recipe keeps one)
+    history: list[dict]  # one row per epoch, as in metrics.jsonl
+    run_dir: Path | None
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.history[-1]["test_accuracy"] if self.history else float("nan")
+
+
+def _start_run_dir(out: Path, resume: bool) -> dict | None:
+    """Check the run folder; return its config when resuming."""
+    config_path = out / "config.json"
+    if resume:
+        if not config_path.is_file():
+            raise DigitrecError(f"cannot resume: {config_path} not found")
+        return json.loads(config_path.read_text())
+    if config_path.exists():
+        raise DigitrecError(f"{out} already holds a run: pass --resume {out} to continue it, or another --out")
+    return None
+
+
+def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike = "data",
+          out: str | os.PathLike | None = None, seed: int = 0, device: str = "auto", resume: bool = False,
+          compile: bool = False, progress: bool | None = None,
+          log: Callable[[str], None] = print) -> RunResult:
+    """Train `recipe` and evaluate on the test split after each epoch.
+
+    out:    run folder for config.json, metrics.jsonl, curves.png, model.safetensors and checkpoints/
+            (None: write nothing).  resume=True continues the run in `out` with the recipe, seed and data
+            it was started with.
+    """
+    run_dir = Path(out) if out is not None else None
+    if run_dir is not None:
+        config = _start_run_dir(run_dir, resume)
+        if config:  # a resumed run keeps what it was started with
+            recipe, seed, dataset = Recipe.from_dict(config["recipe"]), config["seed"], config["dataset"]
+    elif resume:
+        raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
+
+    dev = select_device(device)
+    world = distributed.init(dev)
+    if recipe.batch_size % world.size:
+        raise DigitrecError(f"--batch-size {recipe.batch_size} (global) must divide by the {world.size} processes")
+    spec = dataset_spec(dataset)
+    train_split, test_split = load_split(dataset, data_dir, True), load_split(dataset, data_dir, False)
+    if dev.type == "cuda":  # the whole data set fits on any GPU: no host-to-device copies per batch
+        train_split, test_split = train_split.to(dev), test_split.to(dev)
+
+    torch.manual_seed(seed)  # initial weights
+    net = build_model(recipe.model).to(dev)
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True) \
+        if recipe.ema_decay > 0 else None
+    optimizer = OPTIMIZERS[recipe.optimizer](net.parameters(), recipe)
+    n_used = int(len(train_split) * recipe.train_fraction)
+    n_used -= n_used % world.size  # equal shards, so every process runs the same number of steps
+    local_batch = recipe.batch_size // world.size
+    steps_per_epoch = -(-(n_used // world.size) // local_batch)
+    make_schedule, schedule_unit = SCHEDULES[recipe.schedule]
+    scheduler = make_schedule(optimizer, recipe, steps_per_epoch * recipe.epochs)
+    criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+
+    history: list[dict] = []
+    start_epoch = 0
+    last = last_checkpoint_dir(run_dir) if resume and run_dir is not None else None
+    if last is not None:
+        weights, _, state = load_checkpoint(last)
+        net.load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        history, start_epoch = state["history"], state["epoch"]
+        log(f"resuming {run_dir} after epoch {start_epoch}/{recipe.epochs}")
+
+    hashes = data_hashes(dataset, data_dir)
+    config = {"recipe": recipe.to_dict(), "seed": seed, "dataset": dataset, "data_dir": str(data_dir),
+              "device": str(dev), "world_size": world.size,
+              "data_sha256": hashes, "command": sys.argv,
+              "versions": {"python": platform.python_version(), "torch": torch.__version__, "digitrec": __version__}}
+    if run_dir is not None and world.is_main and start_epoch == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
+
+    model = net
+    if world.size > 1:
+        model = nn.parallel.DistributedDataParallel(net)
+    if compile:
+        model = torch.compile(model)
+    eval_model = ema.module if ema is not None else net
+    show_bar = sys.stderr.isatty() if progress is None else progress
+    use_bf16 = dev.type == "cuda"
+
+    def meta(epoch: int, accuracy: float) -> dict:
+        return {"format": 1, "architecture": recipe.model, "recipe": recipe.to_dict(), "dataset": dataset,
+                "classes": list(spec.classes), "epoch": epoch, "test_accuracy": accuracy, "seed": seed,
+                "data_sha256": hashes, "digitrec_version": __version__}
+
+    for epoch in range(start_epoch, recipe.epochs):
+        started = time.perf_counter()
+        order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
+        order = order[:n_used][world.rank::world.size].to(dev)
+        torch.manual_seed(epoch_seed(seed, epoch) + 7919 * world.rank)  # dropout and augmentation draws
+        net.train()
+        running = torch.zeros((), device=dev)
+        bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}") if show_bar else None
+        for step, (images, labels) in enumerate(batches(train_split, local_batch, order)):
+            images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            if recipe.augment.enabled:
+                images = random_affine(images, recipe.augment)
+            if dev.type == "cuda":
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", torch.bfloat16, enabled=use_bf16):
+                loss = criterion(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if schedule_unit == "batch":
+                scheduler.step()
+            if ema is not None:
+                ema.update_parameters(net)
+            running += loss.detach()
+            if bar is not None:
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix(loss=f"{running.item() / (step + 1):.4f}")
+        if bar is not None:
+            bar.close()
+        if schedule_unit == "epoch":
+            scheduler.step()
+        train_loss = distributed.mean(running / steps_per_epoch, world).item()
+        train_seconds = time.perf_counter() - started
+        ev = evaluate_split(eval_model, test_split, recipe.eval_batch_size, dev, tta=recipe.tta)
+        lr = scheduler.get_last_lr()[0]
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": ev.loss, "test_accuracy": ev.accuracy,
+               "lr": lr, "seconds": train_seconds, "images_per_second": n_used / train_seconds}
+        history.append(row)
+        if run_dir is not None and world.is_main:
+            state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "history": history}
+            if ema is not None:
+                state["ema"] = ema.state_dict()
+            save_checkpoint(run_dir, epoch + 1, net, meta(epoch + 1, ev.accuracy), state)
+            _write_metrics(run_dir, history)
+        if world.is_main:  # after the checkpoint: a line printed means the epoch is safe on disk
+            log(f"Epoch [{epoch + 1}/{recipe.epochs}], Average Loss: {train_loss:.4f}, LR: {lr:.6f}, "
+                f"Test Loss: {ev.loss:.4f}, Test Accuracy: {ev.accuracy:.2f}%, {train_seconds:.1f} s")
+
+    if run_dir is not None and world.is_main:
+        save_model(run_dir / "model.safetensors", eval_model, meta(recipe.epochs, history[-1]["test_accuracy"]))
+        _write_metrics(run_dir, history)
+        from .plots import curves
+
+        curves(history, run_dir / "curves.png")
+    distributed.barrier(world)
+    distributed.shutdown(world)
+    if world.is_main:
+        log(f"Test Accuracy: {history[-1]['test_accuracy']:.2f}%")
+    return RunResult(eval_model, history, run_dir)
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def default_run_dir(recipe: Recipe, dataset: str = "mnist") -> Path:
+    prefix = recipe.name if dataset == "mnist" else f"{dataset}-{recipe.name}"
+    return Path("runs") / f"{prefix}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -1,0 +1,121 @@
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from digitrec.checkpoint import load_checkpoint, load_model
+from digitrec.recipes import RECIPES, Recipe
+from digitrec.train import train
+
+quiet = lambda line: None
+SMALL = RECIPES["seed"].with_overrides(epochs=3)
+
+
+def _without_timing(history):
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_second")} for row in history]
+
+
+def _assert_same_weights(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_ends_with_exactly_the_same_weights(small_data, tmp_path):
+    reference = train(SMALL, data_dir=small_data, out=tmp_path / "ref", seed=3, device="cpu", log=quiet)
+
+    def stop_after_epoch_2(line):
+        if line.startswith("Epoch [2/3]"):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        train(SMALL, data_dir=small_data, out=tmp_path / "cut", seed=3, device="cpu", log=stop_after_epoch_2)
+    assert not (tmp_path / "cut" / "model.safetensors").exists()
+    lines = []
+    resumed = train(Recipe(name="ignored"), data_dir=small_data, out=tmp_path / "cut", resume=True, device="cpu",
+                    log=lines.append)
+    assert lines[0].startswith("resuming") and lines[1].startswith("Epoch [3/3]")
+    _assert_same_weights(reference.model.state_dict(), resumed.model.state_dict())
+    assert _without_timing(reference.history) == _without_timing(resumed.history)
+    config = json.loads((tmp_path / "cut" / "config.json").read_text())
+    assert config["seed"] == 3 and config["recipe"]["epochs"] == 3
+
+
+def test_same_seed_same_result_other_seed_other_result(small_data):
+    one = RECIPES["seed"].with_overrides(epochs=1)
+    a = train(one, data_dir=small_data, seed=5, device="cpu", log=quiet)
+    b = train(one, data_dir=small_data, seed=5, device="cpu", log=quiet)
+    c = train(one, data_dir=small_data, seed=6, device="cpu", log=quiet)
+    _assert_same_weights(a.model.state_dict(), b.model.state_dict())
+    assert not torch.equal(a.model.out.weight, c.model.out.weight)
+
+
+def test_run_folder_is_not_overwritten_by_a_new_run(small_data, tmp_path):
+    one = RECIPES["seed"].with_overrides(epochs=1)
+    train(one, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)
+    from digitrec.errors import DigitrecError
+
+    with pytest.raises(DigitrecError, match="--resume"):
+        train(one, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)
+
+
+def _cli(small_data, out, resume):
+    args = ["--resume", str(out)] if resume else ["--out", str(out), "--epochs", "16", "--seed", "11"]
+    return subprocess.Popen([sys.executable, "-m", "digitrec", "train", "--data-dir", str(small_data),
+                             "--device", "cpu", "--progress", "lines", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _kill_during_checkpoint_write(proc, out, deadline):
+    """Spin until a checkpoint folder is being written (a .tmp- folder exists), then SIGKILL."""
+    root = out / "checkpoints"
+    while time.monotonic() < deadline and proc.poll() is None:
+        if root.is_dir() and any(p.name.startswith(".tmp-") for p in os.scandir(root)):
+            proc.send_signal(signal.SIGKILL)
+            return True
+    return False
+
+
+def _assert_everything_on_disk_loads(out):
+    for checkpoint in sorted((out / "checkpoints").glob("epoch-*")) if (out / "checkpoints").is_dir() else []:
+        load_checkpoint(checkpoint)  # raises on a torn file
+    if (out / "model.safetensors").exists():
+        load_model(out)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_loses_a_checkpoint(small_data, tmp_path):
+    reference = tmp_path / "reference"
+    done = _cli(small_data, reference, resume=False)
+    assert done.wait(timeout=300) == 0, done.stdout.read()
+    rng = random.Random(1234)
+    out = tmp_path / "killed"
+    kills, mid_write = 0, 0
+    for attempt in range(16):
+        proc = _cli(small_data, out, resume=(out / "config.json").exists())
+        if attempt % 2 == 0:  # every other kill aims at a checkpoint write
+            hit = _kill_during_checkpoint_write(proc, out, time.monotonic() + 20)
+            mid_write += hit
+        else:
+            time.sleep(rng.uniform(0.5, 4.0))  # start-up takes about 2 s, an epoch 0.4 s
+            proc.send_signal(signal.SIGKILL)
+        kills += proc.wait(timeout=60) == -signal.SIGKILL
+        _assert_everything_on_disk_loads(out)
+        if (out / "model.safetensors").exists():
+            break
+    final = _cli(small_data, out, resume=True)
+    assert final.wait(timeout=300) == 0, final.stdout.read()
+    assert kills >= 4 and mid_write >= 1, (kills, mid_write)
+    _assert_same_weights(load_model(reference)[0].state_dict(), load_model(out)[0].state_dict())
+    assert [json.loads(l)["test_accuracy"] for l in (out / "metrics.jsonl").read_text().splitlines()] == \
+           [json.loads(l)["test_accuracy"] for l in (reference / "metrics.jsonl").read_text().splitlines()]
