@@ -37,6 +37,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

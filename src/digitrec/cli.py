@@ -63,7 +63,40 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print report.json instead of the table")
 
     command("recipes", "print every recipe's full settings", "  digitrec recipes")
+
+    c = command("predict", "predict the digit in each image (photos, scans, canvas drawings, MNIST-style)",
+                "  digitrec predict digit.png\n  digitrec predict photos/ 'scans/*.jpg' --format json\n"
+                "  cat drawing.png | digitrec predict -\n"
+                "  digitrec predict digit.jpg --topk 3 --save-preprocessed seen/   # the 28x28 the model saw\n"
+                "  digitrec predict digit.png --model model.onnx --backend onnxruntime")
+    c.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (recursive), globs, or - for stdin")
+    _model_options(c)
+    c.add_argument("--topk", type=int, default=3, help="how many best guesses to list (default 3)")
+    c.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    c.add_argument("--save-preprocessed", metavar="DIR", help="write each 28x28 the model saw as PNG into DIR")
+
+    c = command("read", "read a line of handwritten digits (a phone number, a meter reading) in each image",
+                "  digitrec read phone-number.jpg\n  digitrec read meter.png --annotate meter-read.png\n"
+                "  digitrec read lines/ --format json")
+    c.add_argument("paths", nargs="+", metavar="IMAGE", help="image files, folders (recursive), globs, or -")
+    _model_options(c)
+    c.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    c.add_argument("--annotate", metavar="OUT.png", help="draw the boxes and digits found (OUT-<n>.png for several)")
+
+    c = command("export", "export a model for deployment: ONNX (onnxruntime) or torch.export (.pt2), verified",
+                "  digitrec export runs/best-20261128-101500 --format onnx --out best.onnx\n"
+                "  digitrec export model.safetensors --format pt2")
+    c.add_argument("model", help="a model file (.safetensors) or a run folder")
+    c.add_argument("--format", choices=["onnx", "pt2"], default="onnx")
+    c.add_argument("--out", help="output file (default: beside the model, .onnx or .pt2)")
+    c.add_argument("--data-dir", default="data", help="where the test set for verification is (default: data)")
+    c.add_argument("--no-verify", action="store_true", help="skip the comparison on the test set")
     return p
+
+
+def _model_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--model", help="model file (.safetensors or .onnx) or run folder (default: the shipped model)")
+    c.add_argument("--backend", choices=["torch", "onnxruntime"], help="default: from the model file's type")
 
 
 def _cmd_fetch(a) -> int:
@@ -114,7 +147,41 @@ def _cmd_recipes(a) -> int:
     return 0
 
 
-COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes}
+def _cmd_predict(a) -> int:
+    from .predict import Predictor, expand, format_records, load_sources, predict_images
+
+    if a.topk < 1 or a.topk > 10:
+        raise DigitrecError("--topk must be between 1 and 10")
+    predictor = Predictor(a.model, a.backend)
+    items, failed = load_sources(expand(a.paths))
+    records = predict_images(items, predictor, a.topk, a.save_preprocessed)
+    records += [{"path": f["path"], "digit": None, "confidence": 0.0, "topk": [], "uncertain": True,
+                 "error": f["error"]} for f in failed]
+    print(format_records(records, a.format, "predict"))
+    return 1 if any(r["error"] for r in records) else 0
+
+
+def _cmd_read(a) -> int:
+    from .predict import Predictor, expand, format_records, load_sources, read_images
+
+    predictor = Predictor(a.model, a.backend)
+    items, failed = load_sources(expand(a.paths))
+    records = read_images(items, predictor, a.annotate)
+    records += [{"path": f["path"], "text": "", "digits": [], "error": f["error"]} for f in failed]
+    print(format_records(records, a.format, "read"))
+    return 1 if any(r["error"] for r in records) else 0
+
+
+def _cmd_export(a) -> int:
+    from .export import export
+
+    result = export(a.model, a.format, a.out, None if a.no_verify else a.data_dir)
+    print(f"wrote {result['path']}")
+    return 0
+
+
+COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
+            "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

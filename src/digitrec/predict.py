@@ -1,0 +1,241 @@
+"""Digits in people's own images: `predict` (one digit per image) and `read` (a line of digits per image).
+
+Both take image bytes through `preprocess`, batch the 28x28 results through one `Predictor`, and return plain
+dicts (the JSON records of the CLI and the server).  A bad image gets an `error` in its record; the others
+are still processed.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DigitrecError
+from .preprocess import MAX_BYTES, decode, find_ink, to_mnist, to_png
+from .segment import segment
+
+UNCERTAIN_BELOW = 0.70  # a prediction whose probability is under this is flagged `uncertain`
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+NO_INK = "no ink found: the image is blank or uniform"
+
+
+def default_model_path() -> Path:
+    """The model that ships with the package (see README: how it was trained)."""
+    return Path(str(resources.files("digitrec") / "weights" / "default.safetensors"))
+
+
+class Predictor:
+    """A loaded model (PyTorch, or an exported ONNX file run by onnxruntime) that maps 28x28 images to
+    probabilities over the 10 classes."""
+
+    def __init__(self, model: str | os.PathLike | None = None, backend: str | None = None, device: str = "cpu",
+                 batch_size: int = 256) -> None:
+        from .export import OnnxModel, backend_of
+
+        path = Path(model) if model else default_model_path()
+        self.batch_size = batch_size
+        self.backend = backend_of(path, backend)
+        if self.backend == "onnxruntime":
+            self.onnx = OnnxModel(path)
+            self.meta, self.tta = self.onnx.meta, False
+        else:
+            from .checkpoint import load_model
+
+            self.model, self.meta = load_model(path, device)
+            self.device = torch.device(device)
+            self.tta = bool(self.meta.get("recipe", {}).get("tta", False))
+        self.path = path
+
+    def probabilities(self, digits: list[np.ndarray]) -> np.ndarray:
+        """[N] float32 28x28 images in [0, 1] -> [N, 10] probabilities."""
+        if not digits:
+            return np.zeros((0, 10), np.float32)
+        out = []
+        for start in range(0, len(digits), self.batch_size):
+            x = np.stack(digits[start:start + self.batch_size])[:, None].astype(np.float32)
+            if self.backend == "onnxruntime":
+                out.append(self.onnx.probabilities(x))
+            else:
+                from .evaluate import predict_proba
+
+                out.append(predict_proba(self.model, torch.from_numpy(x).to(self.device), self.tta).cpu().numpy())
+        return np.concatenate(out)
+
+
+def describe(probs: np.ndarray, topk: int) -> dict:
+    order = np.argsort(-probs)[:topk]
+    confidence = float(probs[order[0]])
+    return {"digit": int(order[0]), "confidence": confidence,
+            "topk": [[int(d), float(probs[d])] for d in order], "uncertain": confidence < UNCERTAIN_BELOW}
+
+
+def empty_record(path: str, error: str | None) -> dict:
+    return {"path": path, "digit": None, "confidence": 0.0, "topk": [], "uncertain": True, "error": error}
+
+
+@dataclass
+class Source:
+    name: str  # what the user sees: the path, or "-" for standard input
+    path: Path | None  # None: read standard input
+
+    def read(self) -> bytes:
+        if self.path is None:
+            return sys.stdin.buffer.read(MAX_BYTES + 1)
+        try:
+            if self.path.stat().st_size > MAX_BYTES:
+                raise DigitrecError(f"image too large ({self.path.stat().st_size} bytes; the limit is {MAX_BYTES})")
+            return self.path.read_bytes()
+        except FileNotFoundError:
+            raise DigitrecError("file not found") from None
+        except IsADirectoryError:
+            raise DigitrecError("is a directory") from None
+        except PermissionError:
+            raise DigitrecError("permission denied") from None
+
+
+def expand(specs: list[str]) -> list[Source]:
+    """Files, folders (recursively: image files by suffix), globs, and '-' for image bytes on stdin."""
+    sources = []
+    for spec in specs:
+        if spec == "-":
+            sources.append(Source("-", None))
+            continue
+        matches = sorted(glob.glob(spec, recursive=True)) if glob.has_magic(spec) else [spec]
+        if not matches:
+            sources.append(Source(spec, Path(spec)))  # reported as "file not found"
+        for match in matches:
+            p = Path(match)
+            if p.is_dir():
+                sources += [Source(str(f), f) for f in sorted(p.rglob("*"))
+                            if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+            else:
+                sources.append(Source(match, p))
+    return sources
+
+
+def predict_images(items: list[tuple[str, bytes]], predictor: Predictor, topk: int = 3,
+                   save_preprocessed: str | os.PathLike | None = None, include_image: bool = False) -> list[dict]:
+    """[(name, image bytes)] -> one record per image, in order."""
+    records: list[dict] = []
+    digits, where = [], []
+    for name, data in items:
+        try:
+            ink = find_ink(decode(data)[0])
+        except DigitrecError as e:
+            records.append(empty_record(name, str(e)))
+            continue
+        if ink.empty:
+            records.append(empty_record(name, NO_INK))
+            continue
+        records.append({"path": name})
+        digits.append(to_mnist(ink))
+        where.append(len(records) - 1)
+    for i, probs, digit in zip(where, predictor.probabilities(digits), digits):
+        records[i].update(describe(probs, topk), error=None)
+        if include_image:
+            records[i]["image"] = to_png(digit)
+        if save_preprocessed:
+            out = Path(save_preprocessed)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{i:05d}-{Path(records[i]['path']).stem or 'stdin'}.png").write_bytes(to_png(digit))
+    return records
+
+
+def read_images(items: list[tuple[str, bytes]], predictor: Predictor,
+                annotate: str | os.PathLike | None = None) -> list[dict]:
+    """[(name, image bytes of a line of digits)] -> [{"path", "text", "digits": [...], "error"}]."""
+    records = []
+    for index, (name, data) in enumerate(items):
+        try:
+            grey, scale = decode(data)
+        except DigitrecError as e:
+            records.append({"path": name, "text": "", "digits": [], "error": str(e)})
+            continue
+        pieces = segment(find_ink(grey))
+        if not pieces:
+            records.append({"path": name, "text": "", "digits": [], "error": NO_INK})
+            continue
+        probs = predictor.probabilities([to_mnist(ink) for ink, _ in pieces])
+        digits = [{"digit": int(p.argmax()), "confidence": float(p.max()),
+                   "box": [round(v * scale) for v in box]} for p, (_, box) in zip(probs, pieces)]
+        records.append({"path": name, "text": "".join(str(d["digit"]) for d in digits), "digits": digits,
+                        "error": None})
+        if annotate:
+            target = Path(annotate)
+            if len(items) > 1:  # one picture per input: OUT-<n>.png
+                target = target.with_name(f"{target.stem}-{index}{target.suffix or '.png'}")
+            draw_boxes(grey, [(d["digit"], d["confidence"], box) for d, (_, box) in zip(digits, pieces)], target)
+    return records
+
+
+def draw_boxes(grey: np.ndarray, found: list[tuple[int, float, tuple]], path: Path) -> None:
+    """The analysed image with a box per digit: the digit above it, its confidence below (orange: uncertain)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray((grey * 255).astype(np.uint8)).convert("RGB")
+    size = max(12, min(40, image.height // 8))
+    canvas = Image.new("RGB", (image.width, image.height + 2 * size + 8), "white")
+    canvas.paste(image, (0, size + 4))
+    draw = ImageDraw.Draw(canvas)
+    for digit, confidence, (x0, y0, x1, y1) in found:
+        colour = (0, 150, 0) if confidence >= UNCERTAIN_BELOW else (230, 110, 0)
+        y0, y1 = y0 + size + 4, y1 + size + 4
+        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=2)
+        draw.text(((x0 + x1) / 2, y0 - 2), str(digit), fill=colour, font_size=size, anchor="md")
+        draw.text(((x0 + x1) / 2, y1 + 2), f"{confidence:.2f}", fill=colour, font_size=max(9, size * 2 // 3),
+                  anchor="ma")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
+def load_sources(sources: list[Source]) -> tuple[list[tuple[str, bytes]], list[dict]]:
+    """Read every source; unreadable ones become error records (name, message)."""
+    items, failed = [], []
+    for source in sources:
+        try:
+            items.append((source.name, source.read()))
+        except DigitrecError as e:
+            failed.append({"path": source.name, "error": str(e)})
+    return items, failed
+
+
+# ---------------------------------------------------------------------------------------------------
+# Output formats.
+
+def format_records(records: list[dict], fmt: str, kind: str) -> str:
+    if fmt == "json":
+        return json.dumps(records, indent=2)
+    if kind == "predict":
+        columns = ["path", "digit", "confidence", "topk", "uncertain", "error"]
+    else:
+        columns = ["path", "text", "digits", "error"]
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        for r in records:
+            writer.writerow([json.dumps(r.get(c)) if isinstance(r.get(c), list) else
+                             ("" if r.get(c) is None else r.get(c)) for c in columns])
+        return buffer.getvalue().rstrip("\n")
+    lines = []
+    for r in records:
+        if r.get("error"):
+            lines.append(f"{r['path']}: error: {r['error']}")
+        elif kind == "predict":
+            top = "  ".join(f"{d}:{p:.3f}" for d, p in r["topk"])
+            flag = "  (uncertain)" if r["uncertain"] else ""
+            lines.append(f"{r['path']}: {r['digit']}  confidence {r['confidence']:.3f}  top: {top}{flag}")
+        else:
+            confidences = " ".join(f"{d['confidence']:.2f}" for d in r["digits"])
+            lines.append(f"{r['path']}: {r['text']}  (confidences {confidences})")
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""Digits in people's own images, made from the MNIST *test* split (tests/synth.py), never the training split.
+The random seed here differs from the one used while writing the preprocessing code."""
+
+import io
+import json
+import struct
+import zlib
+from collections import defaultdict
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from digitrec.checkpoint import read_meta
+from digitrec.data import load_split
+from digitrec.errors import DigitrecError
+from digitrec.predict import NO_INK, Predictor, default_model_path, predict_images, read_images
+from digitrec.preprocess import MAX_BYTES, decode, find_ink, preprocess
+from synth import line, variants
+
+SEED = 2026
+
+
+@pytest.fixture(scope="module")
+def test_split(mnist_dir):
+    return load_split("mnist", mnist_dir, train=False)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor()
+
+
+def png(array, mode="L", fmt="PNG"):
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def test_the_shipped_model_loads_and_records_its_accuracy():
+    meta = read_meta(default_model_path())
+    assert meta["test_accuracy"] >= 99.0 and meta["dataset"] == "mnist"
+
+
+@pytest.mark.mnist
+def test_single_digits_in_many_kinds_of_image_are_read_at_97_percent(test_split, predictor):
+    rng = np.random.default_rng(SEED)
+    items, truth = [], []
+    for i in rng.choice(len(test_split), 120, replace=False):
+        for kind, data in variants(test_split.images[i].numpy(), rng).items():
+            items.append((kind, data))
+            truth.append(int(test_split.labels[i]))
+    records = predict_images(items, predictor)
+    right = defaultdict(list)
+    for record, label in zip(records, truth):
+        assert record["error"] is None
+        right[record["path"]].append(record["digit"] == label)
+    per_kind = {kind: 100 * np.mean(v) for kind, v in right.items()}
+    overall = 100 * np.mean([r["digit"] == t for r, t in zip(records, truth)])
+    print(f"overall {overall:.2f}%", {k: round(v, 1) for k, v in per_kind.items()})
+    assert overall >= 97.0
+    assert min(per_kind.values()) >= 94.0, per_kind
+
+
+@pytest.mark.mnist
+def test_lines_of_3_to_8_digits_are_read_exactly_at_85_percent(test_split, predictor):
+    rng = np.random.default_rng(SEED)
+    items, truth = [], []
+    for n in range(60):
+        ids = rng.choice(len(test_split), int(rng.integers(3, 9)), replace=False)
+        items.append((f"line{n}", line([test_split.images[i].numpy() for i in ids], rng)))
+        truth.append("".join(str(int(test_split.labels[i])) for i in ids))
+    records = read_images(items, predictor)
+    exact = np.mean([r["text"] == t for r, t in zip(records, truth)])
+    lengths = np.mean([len(r["text"]) == len(t) for r, t in zip(records, truth)])
+    print(f"exact {100 * exact:.1f}%, right number of digits {100 * lengths:.1f}%")
+    assert exact >= 0.85
+    first = records[0]
+    assert len(first["digits"]) == len(first["text"]) and all(len(d["box"]) == 4 for d in first["digits"])
+    xs = [d["box"][0] for d in first["digits"]]
+    assert xs == sorted(xs)
+
+
+@pytest.mark.parametrize("image", [
+    np.full((100, 100), 255, np.uint8),  # white paper
+    np.zeros((28, 28), np.uint8),  # black
+    np.full((64, 80), 128, np.uint8),  # uniform grey
+    np.clip(np.random.default_rng(0).normal(200, 8, (120, 120)), 0, 255).astype(np.uint8),  # noisy blank paper
+])
+def test_blank_images_are_no_ink_not_a_digit(image, predictor):
+    assert preprocess(png(image)) is None
+    record = predict_images([("blank", png(image))], predictor)[0]
+    assert record["digit"] is None and record["error"] == NO_INK and record["uncertain"]
+
+
+def test_a_transparent_canvas_is_blank_and_strokes_on_it_are_ink():
+    empty = np.zeros((50, 50, 4), np.uint8)
+    assert preprocess(png(empty, "RGBA")) is None
+    empty[10:40, 24:27, 3] = 255  # a black vertical stroke drawn on transparency
+    digit = preprocess(png(empty, "RGBA"))
+    assert digit.shape == (28, 28) and digit.max() == pytest.approx(1.0)
+    cy, cx = np.argwhere(digit > 0.5).mean(0)
+    assert abs(cy - 14) < 1.5 and abs(cx - 14) < 1.5  # centred like MNIST
+    assert np.ptp(np.argwhere(digit > 0.1)[:, 0]) == pytest.approx(19, abs=1)  # 20 px tall
+
+
+def _png_header_only(width, height):
+    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + \
+        chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "empty file"),
+    (b"hello, I am text", "not an image"),
+    (png(np.random.default_rng(0).integers(0, 255, (60, 60), dtype=np.uint8))[:1500], "cannot decode"),  # cut short
+    (_png_header_only(100_000, 100_000), "too large"),  # decompression bomb: huge declared size
+    (_png_header_only(8_000, 6_000), "too large"),  # under Pillow's limit, over ours
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 50, "cannot decode|not an image"),  # a JPEG that stops after its marker
+])
+def test_hostile_images_get_a_clear_error(data, message):
+    with pytest.raises(DigitrecError, match=message):
+        find_ink(decode(data)[0])
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("L", (40, 20), 255)
+    image.paste(0, (5, 5, 35, 8))  # a horizontal bar...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ...in a photo the camera says to rotate by 90 degrees
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    grey, _ = decode(buffer.getvalue())
+    assert grey.shape == (40, 20)
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def image_dir(test_split, tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    (root / "nested").mkdir()
+    rng = np.random.default_rng(SEED + 1)
+    for i in range(4):
+        (root / "nested" / f"d{i}.png").write_bytes(variants(test_split.images[i].numpy(), rng)["scaled-up"])
+    (root / "line.png").write_bytes(line([test_split.images[i].numpy() for i in range(4)], rng))
+    (root / "notes.txt").write_text("not an image, and not picked up from a folder")
+    return root
+
+
+@pytest.mark.mnist
+def test_predict_cli_json_folder_recursion_and_preprocessed(image_dir, tmp_path, test_split):
+    result = run_cli("predict", str(image_dir / "nested"), "--format", "json", "--topk", "2",
+                     "--save-preprocessed", str(tmp_path / "seen"))
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert [r["digit"] for r in records] == test_split.labels[:4].tolist()
+    assert set(records[0]) == {"path", "digit", "confidence", "topk", "uncertain", "error"}
+    assert len(records[0]["topk"]) == 2 and records[0]["error"] is None
+    seen = sorted((tmp_path / "seen").glob("*.png"))
+    assert len(seen) == 4 and Image.open(seen[0]).size == (28, 28)
+
+
+@pytest.mark.mnist
+def test_predict_cli_stdin_glob_and_csv(image_dir, test_split):
+    data = (image_dir / "nested" / "d0.png").read_bytes()
+    result = run_cli("predict", "-", input=data.decode("latin-1"), encoding="latin-1")
+    assert result.returncode == 0 and result.stdout.startswith(f"-: {int(test_split.labels[0])} ")
+    result = run_cli("predict", str(image_dir / "nested" / "d*.png"), "--format", "csv")
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "path,digit,confidence,topk,uncertain,error" and len(lines) == 5
+
+
+def test_predict_cli_bad_files_are_reported_and_the_rest_still_run(image_dir, tmp_path):
+    (tmp_path / "bad.png").write_text("garbage")
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:
+        f.truncate(MAX_BYTES + 1)
+    result = run_cli("predict", str(tmp_path / "bad.png"), str(image_dir / "nested" / "d1.png"),
+                     str(tmp_path / "missing.png"), str(big), "--format", "json")
+    assert result.returncode == 1
+    records = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(result.stdout)}
+    assert "not an image" in records["bad.png"]["error"] and records["d1.png"]["error"] is None
+    assert records["missing.png"]["error"] == "file not found" and "too large" in records["big.png"]["error"]
+
+
+@pytest.mark.parametrize("args", [["--topk", "0"], ["--format", "xml"], ["--backend", "onnxruntime"]])
+def test_predict_cli_usage_errors_exit_2(args, image_dir):
+    result = run_cli("predict", str(image_dir / "nested" / "d0.png"), *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+@pytest.mark.mnist
+def test_read_cli_json_and_annotation(image_dir, tmp_path, test_split):
+    result = run_cli("read", str(image_dir / "line.png"), "--format", "json", "--annotate", str(tmp_path / "a.png"))
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)[0]
+    assert record["text"] == "".join(str(int(d)) for d in test_split.labels[:4])
+    assert set(record) == {"path", "text", "digits", "error"}
+    annotated = Image.open(tmp_path / "a.png")
+    assert annotated.mode == "RGB" and annotated.width == Image.open(image_dir / "line.png").width
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(png(np.full((50, 200), 255, np.uint8)))
+    result = run_cli("read", str(blank), "--format", "json")
+    assert result.returncode == 1 and json.loads(result.stdout)[0]["error"] == NO_INK
