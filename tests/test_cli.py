@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from conftest import run_cli
 from digitrec import __version__
 from digitrec.checkpoint import load_model
-from report_cnn import CNN
+from benchmarks.report_code import CNN
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from digitrec.models import MODELS, Ensemble, SeedCNN, build_model, count_parameters
-from report_cnn import CNN
+from benchmarks.report_code import CNN
 
 
 def test_seed_cnn_matches_the_report_name_for_name():
@@ -19,6 +19,22 @@ def test_seed_cnn_and_report_cnn_load_each_other_and_agree():
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(ours(x), theirs(x))
     ours.load_state_dict(CNN().state_dict())
+
+
+def test_seed_cnn_pooling_before_relu_gives_the_reports_outputs_and_gradients_bit_for_bit():
+    ours, theirs = SeedCNN().train(), CNN().train()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(32, 1, 28, 28)
+    torch.manual_seed(7)  # the same dropout mask for both
+    a = ours(x)
+    torch.manual_seed(7)
+    b = theirs(x)
+    assert torch.equal(a, b)
+    a.square().sum().backward()
+    b.square().sum().backward()
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert torch.equal(p.grad, q.grad), name
+    assert torch.equal(ours.conv3[1].running_mean, theirs.conv3[1].running_mean)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -55,7 +55,8 @@ def evaluate_split(model: nn.Module, split: Split, batch_size: int = 1000, devic
     probs = []
     for images, _ in batches(split, batch_size):
         with torch.autocast("cuda", torch.bfloat16, enabled=torch.device(device).type == "cuda"):
-            probs.append(predict_proba(model, images.to(device, non_blocking=True), tta).cpu())
+            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            probs.append(predict_proba(model, images, tta).cpu())
     probabilities = torch.cat(probs) if probs else torch.empty(0, 10)
     labels = split.labels.cpu()
     loss = F.nll_loss(probabilities.clamp_min(1e-12).log(), labels).item() if len(labels) else float("nan")

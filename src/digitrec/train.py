@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from . import __version__, distributed
 from .augment import random_affine
@@ -60,6 +60,17 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise DigitrecError("--device mps asked for, but PyTorch sees no Apple GPU")
     return torch.device(name)
+
+
+def ema_with_warmup(decay: float) -> Callable:
+    """Exponential moving average whose decay ramps up as (1 + n) / (10 + n): early on, when the first
+    weights are poor, they are forgotten quickly."""
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1 + int(n)) / (10 + int(n)))
+        return averaged * d + current * (1 - d)
+
+    return average
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -118,9 +129,8 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
 
     torch.manual_seed(seed)  # initial weights
     net = build_model(recipe.model).to(dev)
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay), use_buffers=True) \
+    net = net.to(memory_format=torch.channels_last)  # faster convolutions and pooling on CPU and GPU alike
+    ema = AveragedModel(net, avg_fn=ema_with_warmup(recipe.ema_decay), use_buffers=True) \
         if recipe.ema_decay > 0 else None
     optimizer = OPTIMIZERS[recipe.optimizer](net.parameters(), recipe)
     n_used = int(len(train_split) * recipe.train_fraction)
@@ -179,8 +189,7 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
             if recipe.augment.enabled:
                 images = random_affine(images, recipe.augment)
-            if dev.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", torch.bfloat16, enabled=use_bf16):
                 loss = criterion(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
@@ -220,9 +229,10 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
     if run_dir is not None and world.is_main:
         save_model(run_dir / "model.safetensors", eval_model, meta(recipe.epochs, history[-1]["test_accuracy"]))
         _write_metrics(run_dir, history)
-        from .plots import curves
+        if len(history) > 1:  # a curve needs two points; a one-epoch run's figures are in metrics.jsonl
+            from .plots import curves
 
-        curves(history, run_dir / "curves.png")
+            curves(history, run_dir / "curves.png")
     distributed.barrier(world)
     distributed.shutdown(world)
     if world.is_main:

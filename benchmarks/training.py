@@ -1,0 +1,67 @@
+"""`make bench`: digitrec's training engine against the course report's own code, from one run on this machine.
+
+1. epoch time of the report's DataLoader code vs digitrec's seed recipe (same math, in-memory batches);
+2. time to 99% test accuracy: the report's code (whole process, until its test accuracy first reaches 99%)
+   vs the whole `digitrec train --recipe fast` process (start-up, data loading, final evaluation included);
+3. accuracy over seeds for `fast` (and `best` with --best-seeds), and training throughput.
+
+    python -m benchmarks.training --data-dir data [--fast-seeds 5] [--best-seeds 0 1 2]
+"""
+
+import argparse
+import re
+import statistics
+import sys
+
+from .common import machine, mean_std, run, train_run
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--fast-seeds", type=int, default=5)
+    p.add_argument("--best-seeds", type=int, nargs="*", default=[])
+    p.add_argument("--report-seed", type=int, default=0)
+    args = p.parse_args()
+    print(f"machine: {machine()}", flush=True)
+
+    wall, stdout = run([sys.executable, "-m", "benchmarks.report_code", "--data-dir", args.data_dir,
+                        "--stop-at", "99", "--epochs", "10", "--seed", str(args.report_seed)])
+    epochs = [(float(a), float(e)) for a, e in re.findall(r"Test Accuracy: ([\d.]+)%, epoch ([\d.]+) s", stdout)]
+    report_epoch = statistics.mean(e for _, e in epochs)
+    reached = epochs[-1][0] >= 99
+    print(f"report code: {len(epochs)} epochs, {report_epoch:.2f} s per epoch, "
+          f"{'reached' if reached else 'did NOT reach'} 99% ({epochs[-1][0]:.2f}%) after {wall:.1f} s (whole process)",
+          flush=True)
+
+    seed = train_run("seed", args.report_seed, args.data_dir, "--epochs", "2", "--device", "cpu")
+    seed_epoch = statistics.mean(r["seconds"] for r in seed["epochs"])
+    seed_throughput = statistics.mean(r["images_per_second"] for r in seed["epochs"])
+    print(f"digitrec seed recipe: {seed_epoch:.2f} s per epoch ({seed_throughput:.0f} images/s)", flush=True)
+
+    fast = [train_run("fast", s, args.data_dir, "--device", "cpu") for s in range(args.fast_seeds)]
+    fast_wall = statistics.mean(r["wall"] for r in fast)
+    fast_acc = [r["accuracy"] for r in fast]
+    print(f"digitrec fast recipe: {fast_wall:.2f} s per whole process, accuracies "
+          f"{' '.join(f'{a:.2f}' for a in fast_acc)}", flush=True)
+
+    best = [train_run("best", s, args.data_dir) for s in args.best_seeds]
+    for s, r in zip(args.best_seeds, best):
+        print(f"digitrec best recipe, seed {s}: {r['accuracy']:.2f}%, {r['wall'] / 60:.1f} min", flush=True)
+
+    print("\n| measure | report's code | digitrec | ratio |\n|---|---|---|---|")
+    print(f"| seconds per epoch (seed math) | {report_epoch:.2f} | {seed_epoch:.2f} (seed recipe) "
+          f"| {report_epoch / seed_epoch:.1f}x |")
+    print(f"| seconds to 99% test accuracy, whole process | {wall:.1f} | {fast_wall:.2f} (fast recipe, "
+          f"mean of {len(fast)}) | {wall / fast_wall:.1f}x |")
+    print(f"| fast recipe test accuracy, {len(fast)} seeds | | {mean_std(fast_acc)}% | |")
+    fast_throughput = statistics.mean(r["epochs"][0]["images_per_second"] for r in fast)
+    print(f"| training throughput, images/s | {60000 / report_epoch:.0f} | {seed_throughput:.0f} (seed), "
+          f"{fast_throughput:.0f} (fast) | |")
+    if best:
+        print(f"| best recipe test accuracy, {len(best)} seeds | | {mean_std([r['accuracy'] for r in best])}% "
+              f"({statistics.mean(r['wall'] for r in best) / 60:.1f} min per run) | |")
+
+
+if __name__ == "__main__":
+    main()
