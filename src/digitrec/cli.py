@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=["table", "json", "csv"], default="table")
     c.add_argument("--annotate", metavar="OUT.png", help="draw the boxes and digits found (OUT-<n>.png for several)")
 
+    c = command("ensemble", "combine trained models into one that averages their probabilities",
+                "  digitrec ensemble runs/best-a runs/best-b runs/best-c --out runs/best-ensemble\n"
+                "  digitrec evaluate runs/best-ensemble")
+    c.add_argument("models", nargs="+", metavar="MODEL", help="model files or run folders (two or more)")
+    c.add_argument("--out", required=True, help="folder for the ensemble's model.safetensors")
+
     c = command("export", "export a model for deployment: ONNX (onnxruntime) or torch.export (.pt2), verified",
                 "  digitrec export runs/best-20261128-101500 --format onnx --out best.onnx\n"
                 "  digitrec export model.safetensors --format pt2")
@@ -172,6 +178,13 @@ def _cmd_read(a) -> int:
     return 1 if any(r["error"] for r in records) else 0
 
 
+def _cmd_ensemble(a) -> int:
+    from .checkpoint import build_ensemble
+
+    print(f"wrote {build_ensemble(a.models, a.out)}")
+    return 0
+
+
 def _cmd_export(a) -> int:
     from .export import export
 
@@ -181,7 +194,7 @@ def _cmd_export(a) -> int:
 
 
 COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
-            "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export}
+            "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export, "ensemble": _cmd_ensemble}
 
 
 def main(argv: list[str] | None = None) -> int:
