@@ -83,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=["table", "json", "csv"], default="table")
     c.add_argument("--annotate", metavar="OUT.png", help="draw the boxes and digits found (OUT-<n>.png for several)")
 
+    c = command("serve", "serve predictions over HTTP, with a drawing page at /",
+                "  digitrec serve                       # http://127.0.0.1:8000/ (API docs at /docs)\n"
+                "  digitrec serve --port 9000 --model runs/best-20261128-101500\n"
+                "  digitrec serve --model best.onnx --backend onnxruntime --workers 2\n"
+                "  curl -H 'Content-Type: image/png' --data-binary @digit.png http://127.0.0.1:8000/v1/predict")
+    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    c.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    _model_options(c)
+    c.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    c.add_argument("--max-bytes", type=int, default=5 * 1024 * 1024, help="largest request body (default 5 MB)")
+
     c = command("ensemble", "combine trained models into one that averages their probabilities",
                 "  digitrec ensemble runs/best-a runs/best-b runs/best-c --out runs/best-ensemble\n"
                 "  digitrec evaluate runs/best-ensemble")
@@ -178,6 +189,15 @@ def _cmd_read(a) -> int:
     return 1 if any(r["error"] for r in records) else 0
 
 
+def _cmd_serve(a) -> int:
+    from .serve.app import serve
+
+    if a.workers < 1 or a.max_bytes < 1 or not 0 < a.port < 65536:
+        raise DigitrecError("--workers and --max-bytes must be positive, --port in 1-65535")
+    serve(a.host, a.port, a.model, a.backend, a.workers, a.max_bytes)
+    return 0
+
+
 def _cmd_ensemble(a) -> int:
     from .checkpoint import build_ensemble
 
@@ -194,7 +214,8 @@ def _cmd_export(a) -> int:
 
 
 COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
-            "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export, "ensemble": _cmd_ensemble}
+            "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export, "ensemble": _cmd_ensemble,
+            "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .errors import DigitrecError
 from .preprocess import MAX_BYTES, decode, find_ink, to_mnist, to_png
@@ -52,7 +51,7 @@ class Predictor:
             from .checkpoint import load_model
 
             self.model, self.meta = load_model(path, device)
-            self.device = torch.device(device)
+            self.device = device
             self.tta = bool(self.meta.get("recipe", {}).get("tta", False))
         self.path = path
 
@@ -66,6 +65,8 @@ class Predictor:
             if self.backend == "onnxruntime":
                 out.append(self.onnx.probabilities(x))
             else:
+                import torch
+
                 from .evaluate import predict_proba
 
                 out.append(predict_proba(self.model, torch.from_numpy(x).to(self.device), self.tta).cpu().numpy())

@@ -1,0 +1,95 @@
+"""Export: ONNX (onnxruntime, no PyTorch in the inference path) and torch.export, each checked against PyTorch
+on the whole MNIST test set."""
+
+import json
+import subprocess
+import sys
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from digitrec.export import OnnxModel, export
+from digitrec.predict import default_model_path
+from test_serve import start_server
+
+
+@pytest.fixture(scope="module")
+def onnx_model(mnist_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "default.onnx"
+    result = export(default_model_path(), "onnx", out, data_dir=mnist_dir, log=lambda m: None)
+    return out, result
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_onnx_matches_pytorch_on_the_whole_test_set(onnx_model):
+    path, result = onnx_model
+    assert result["test_images"] == 10_000 and result["same_predictions"] is True
+    assert result["max_abs_logit_diff"] < 1e-4
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # one self-contained file, no external data
+    model = OnnxModel(path)
+    assert model.meta["architecture"] == "wide"
+    for batch in (1, 7, 256):  # a free batch axis
+        logits = model.logits(np.random.default_rng(batch).random((batch, 1, 28, 28), dtype=np.float32))
+        assert logits.shape == (batch, 10)
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_pt2_round_trip(mnist_dir, tmp_path):
+    import torch
+
+    result = export(default_model_path(), "pt2", tmp_path / "m.pt2", data_dir=mnist_dir, log=lambda m: None)
+    assert result["same_predictions"] and result["max_abs_logit_diff"] < 1e-4
+    module = torch.export.load(str(tmp_path / "m.pt2")).module()
+    assert module(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_predict_with_onnxruntime_never_imports_torch(onnx_model, tmp_path, mnist_dir):
+    from digitrec.data import load_split
+    from test_predict import png
+
+    test = load_split("mnist", mnist_dir, train=False)
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(png(test.images[i].numpy()))
+    code = ("import sys, json; from digitrec.cli import main; "
+            f"rc = main(['predict', {str(tmp_path)!r}, '--model', {str(onnx_model[0])!r}, '--format', 'json']); "
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH'); sys.exit(rc)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    *records, marker = result.stdout.strip().rsplit("\n", 1)
+    assert marker == "NO-TORCH"
+    assert [r["digit"] for r in json.loads(records[0])] == test.labels[:3].tolist()
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_serve_with_onnxruntime(onnx_model, mnist_dir):
+    from digitrec.data import load_split
+    from test_predict import png
+
+    test = load_split("mnist", mnist_dir, train=False)
+    proc, url = start_server("--model", str(onnx_model[0]), "--backend", "onnxruntime")
+    try:
+        assert httpx.get(f"{url}/v1/model").json()["backend"] == "onnxruntime"
+        body = httpx.post(f"{url}/v1/predict", content=png(test.images[0].numpy()),
+                          headers={"Content-Type": "image/png"}).json()
+        assert body["digit"] == int(test.labels[0])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_export_refuses_bad_models_and_backends(tmp_path):
+    (tmp_path / "m.safetensors").write_bytes(b"\x80\x04K\x01.")  # a pickle
+    result = run_cli("export", str(tmp_path / "m.safetensors"), "--no-verify")
+    assert result.returncode == 2 and "not a digitrec model" in result.stderr
+    result = run_cli("predict", "x.png", "--model", str(tmp_path / "m.safetensors"), "--backend", "onnxruntime")
+    assert result.returncode == 2 and "needs an .onnx model" in result.stderr
+    (tmp_path / "fake.onnx").write_bytes(b"not onnx")
+    result = run_cli("predict", "x.png", "--model", str(tmp_path / "fake.onnx"))
+    assert result.returncode == 2 and "not a loadable ONNX model" in result.stderr

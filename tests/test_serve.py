@@ -1,0 +1,252 @@
+"""The HTTP server as users meet it: a real `digitrec serve` process, real HTTP requests on 127.0.0.1."""
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_predict import _png_header_only, png
+
+MAX_BYTES = 1_000_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(*args: str):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec", "serve", "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read()}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become ready in 90 s")
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, url = start_server("--max-bytes", str(MAX_BYTES))
+    yield url, proc
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    """MNIST test digits as PNG files (white on black), with their labels."""
+    from digitrec.data import load_split
+
+    test = load_split("mnist", mnist_dir, train=False)
+    return [(png(test.images[i].numpy()), int(test.labels[i])) for i in range(20)]
+
+
+def test_health_ready_model_docs_and_page(server):
+    url, _ = server
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{url}/readyz").json()["ready"] is True
+    model = httpx.get(f"{url}/v1/model").json()
+    assert model["backend"] == "torch" and model["test_accuracy"] >= 99 and len(model["data_sha256"]) == 4
+    assert httpx.get(f"{url}/docs").status_code == 200
+    assert "/v1/predict/batch" in httpx.get(f"{url}/openapi.json").json()["paths"]
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and '<canvas id="canvas"' in page.text
+    assert "http://" not in page.text and "https://" not in page.text  # self-contained: no CDN
+
+
+@pytest.mark.mnist
+def test_predict_raw_multipart_and_json_bodies(server, digits):
+    url, _ = server
+    data, label = digits[0]
+    raw = httpx.post(f"{url}/v1/predict?include_image=true", content=data, headers={"Content-Type": "image/png"})
+    assert raw.status_code == 200
+    body = raw.json()
+    assert body["digit"] == label and len(body["probabilities"]) == 10
+    assert abs(sum(body["probabilities"]) - 1) < 1e-4 and body["uncertain"] is False
+    assert Image.open(io.BytesIO(base64.b64decode(body["image"]))).size == (28, 28)
+    form = httpx.post(f"{url}/v1/predict", files={"file": ("d.png", data, "image/png")}).json()
+    as_json = httpx.post(f"{url}/v1/predict", json={"image": "data:image/png;base64," + base64.b64encode(data).decode()})
+    assert form["digit"] == as_json.json()["digit"] == label and "image" not in form
+
+
+@pytest.mark.mnist
+def test_batch_gives_one_result_or_error_per_image(server, digits):
+    url, _ = server
+    files = [("files", (f"d{i}.png", d, "image/png")) for i, (d, _) in enumerate(digits[:5])]
+    files.append(("files", ("bad.png", b"not an image", "image/png")))
+    results = httpx.post(f"{url}/v1/predict/batch", files=files).json()["results"]
+    assert [r.get("digit") for r in results[:5]] == [label for _, label in digits[:5]]
+    assert results[5]["error"] == "invalid_image" and results[5]["name"] == "bad.png"
+
+
+@pytest.mark.mnist
+def test_read_a_line(server, mnist_dir):
+    from digitrec.data import load_split
+    from synth import line
+
+    test = load_split("mnist", mnist_dir, train=False)
+    image = line([test.images[i].numpy() for i in range(5)], np.random.default_rng(0))
+    body = httpx.post(f"{url_of(server)}/v1/read", content=image, headers={"Content-Type": "image/png"}).json()
+    assert body["text"] == "".join(str(int(d)) for d in test.labels[:5])
+    assert len(body["digits"]) == 5 and all(len(d["box"]) == 4 for d in body["digits"])
+
+
+def url_of(server):
+    return server[0]
+
+
+def _chunks(n_bytes: int, chunk: int = 64 * 1024):
+    for _ in range(n_bytes // chunk + 1):
+        yield b"\x00" * chunk
+
+
+def _deep_json(depth: int) -> bytes:
+    return b'{"image": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def _truncated_jpeg() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()[:300]
+
+
+HOSTILE = [  # (name, path, request keyword arguments)
+    ("empty body", "/v1/predict", dict(content=b"", headers={"Content-Type": "image/png"})),
+    ("truncated PNG", "/v1/predict", dict(content=png(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))[:900],
+                                          headers={"Content-Type": "image/png"})),
+    ("truncated JPEG", "/v1/predict", dict(content=_truncated_jpeg(), headers={"Content-Type": "image/jpeg"})),
+    ("huge declared size", "/v1/predict", dict(content=_png_header_only(200_000, 200_000),
+                                               headers={"Content-Type": "image/png"})),
+    ("not an image", "/v1/predict", dict(content=b"%PDF-1.4 hello", headers={"Content-Type": "image/png"})),
+    ("text content type", "/v1/predict", dict(content=b"7", headers={"Content-Type": "text/plain"})),
+    ("no content type", "/v1/predict", dict(content=b"\x89PNG")),
+    ("xml", "/v1/read", dict(content=b"<x/>", headers={"Content-Type": "application/xml"})),
+    ("multipart without a file", "/v1/predict", dict(data={"note": "no file here"}, files={"other": ("x", b"y")})),
+    ("multipart without boundary", "/v1/predict", dict(content=b"--x\r\n\r\n", headers={"Content-Type": "multipart/form-data"})),
+    ("deeply nested JSON", "/v1/predict", dict(content=_deep_json(100_000), headers={"Content-Type": "application/json"})),
+    ("oversized JSON", "/v1/predict/batch", dict(content=b'{"images": ["' + b"A" * (MAX_BYTES + 10) + b'"]}',
+                                                 headers={"Content-Type": "application/json"})),
+    ("JSON list", "/v1/predict", dict(json=[1, 2, 3])),
+    ("JSON not base64", "/v1/predict", dict(json={"image": "***not base64***"})),
+    ("JSON wrong type", "/v1/predict/batch", dict(json={"images": [1, {"a": []}]})),
+    ("body over the limit", "/v1/predict", dict(content=b"\x00" * (MAX_BYTES + 1), headers={"Content-Type": "image/png"})),
+    ("chunked body over the limit", "/v1/predict", dict(content=_chunks(MAX_BYTES + 1), headers={"Content-Type": "image/png"})),
+    ("blank image", "/v1/predict", dict(content=png(np.full((64, 64), 255, np.uint8)), headers={"Content-Type": "image/png"})),
+    ("blank line", "/v1/read", dict(content=png(np.zeros((40, 200), np.uint8)), headers={"Content-Type": "image/png"})),
+    ("too many images", "/v1/predict/batch", dict(json={"images": [""] * 300})),
+]
+
+
+def test_hostile_inputs_get_4xx_json_and_the_server_stays_healthy(server, digits):
+    url, proc = server
+    with httpx.Client(base_url=url, timeout=30) as client:
+        for name, path, kwargs in HOSTILE:
+            response = client.post(path, **kwargs)
+            assert 400 <= response.status_code < 500, (name, response.status_code, response.text[:200])
+            body = response.json()
+            assert set(body) == {"error", "detail"} and body["detail"], name
+        assert client.get("/v1/predict").status_code == 405
+        assert client.post("/v1/predict", content=b"", headers={"Content-Type": "image/png"}).json()["error"] == "empty_body"
+        assert client.post("/v1/predict", content=b"x" * (MAX_BYTES + 1),
+                           headers={"Content-Type": "image/png"}).status_code == 413
+        assert client.post("/v1/predict", content=HOSTILE[-3][2]["content"],
+                           headers={"Content-Type": "image/png"}).json()["error"] == "no_ink"
+        assert client.get("/healthz").status_code == 200
+        ok = client.post("/v1/predict", content=digits[1][0], headers={"Content-Type": "image/png"})
+        assert ok.status_code == 200 and ok.json()["digit"] == digits[1][1]
+        metrics = client.get("/metrics").text
+    assert proc.poll() is None
+    assert 'digitrec_requests_total{method="POST",path="/v1/predict",status="413"}' in metrics
+    assert "digitrec_request_seconds_bucket" in metrics and "digitrec_request_errors_total" in metrics
+
+
+@pytest.mark.mnist
+def test_concurrent_requests_are_all_answered_correctly(server, digits):
+    import concurrent.futures
+
+    url, _ = server
+
+    def ask(item):
+        data, label = item
+        r = httpx.post(f"{url}/v1/predict", content=data, headers={"Content-Type": "image/png"}, timeout=60)
+        return r.status_code, r.json().get("digit"), label
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(ask, digits * 3))
+    assert all(status == 200 for status, _, _ in answers)
+    assert sum(d == label for _, d, label in answers) >= 0.9 * len(answers)
+    assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_a_bad_model_file_stops_the_server_with_a_clear_message(tmp_path):
+    (tmp_path / "m.safetensors").write_text("nope")
+    result = subprocess.run([sys.executable, "-m", "digitrec", "serve", "--model", str(tmp_path / "m.safetensors"),
+                             "--port", str(free_port())], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "not a digitrec model" in result.stderr
+
+
+# --- the drawing page, in a real browser ----------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+STROKES = {  # canvas coordinates (280 x 280): mouse strokes a person might draw
+    "1": [[(140, 50), (140, 230)]],
+    "0": [[(140 + 60 * np.sin(t / 24 * 2 * np.pi), 140 - 90 * np.cos(t / 24 * 2 * np.pi)) for t in range(25)]],
+    "7": [[(80, 60), (200, 60), (120, 230)]],
+}
+
+
+@pytest.mark.browser
+def test_drawing_page_in_chromium(server, tmp_path):
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("DIGITREC_REQUIRE_BROWSER"):
+            pytest.fail(f"{CHROMIUM} is missing (make browser installs it)")
+        pytest.skip(f"{CHROMIUM} is missing: run `make browser` (Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    url, _ = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 900, "height": 700})
+        page.goto(url + "/")
+        assert page.locator("#prediction").inner_text() == "no digit"
+        box = page.locator("#canvas").bounding_box()
+        sx, sy = box["width"] / 280, box["height"] / 280
+        for digit, strokes in STROKES.items():
+            for stroke in strokes:
+                page.mouse.move(box["x"] + stroke[0][0] * sx, box["y"] + stroke[0][1] * sy)
+                page.mouse.down()
+                for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+                    for k in range(1, 9):
+                        page.mouse.move(box["x"] + (x0 + (x1 - x0) * k / 8) * sx, box["y"] + (y0 + (y1 - y0) * k / 8) * sy)
+                page.mouse.up()
+            page.wait_for_function("document.querySelector('#prediction').textContent !== 'no digit'", timeout=20000)
+            assert page.locator("#prediction").inner_text() == digit
+            assert float(page.locator(f"#p{digit}").inner_text()) > 0.5
+            assert page.locator("#seen").get_attribute("src").startswith("data:image/png;base64,")
+            page.screenshot(path=str(tmp_path / f"drawn-{digit}.png"))
+            page.click("#clear")
+            assert page.locator("#prediction").inner_text() == "no digit"
+            assert page.locator("#p0").inner_text() == "0.000"
+        page.screenshot(path=str(tmp_path / "cleared.png"))
+        browser.close()
+    assert (tmp_path / "drawn-7.png").stat().st_size > 1000
