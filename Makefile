@@ -47,5 +47,11 @@ bench-seed: data
 bench: data
 	$(BIN)/python -m benchmarks.training --data-dir $(DATA)
 
+bench-infer: install-test data
+	$(BIN)/python -m benchmarks.infer --data-dir $(DATA)
+
+bench-serve: install-test data
+	$(BIN)/python -m benchmarks.serve --data-dir $(DATA) --clients 32 --requests 200
+
 clean:
 	rm -rf runs .pytest_cache

@@ -1,4 +1,5 @@
 import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_batches_cover_every_index_once():
 def _tiny_spec(tmp_path):
     """A made-up dataset whose 'true' files the test knows."""
     contents = {name: f"content of {name}".encode() for name in DATASETS["mnist"].sha256}
-    spec = DatasetSpec(name="tiny", folder="Tiny", classes=tuple("0123456789"),
+    spec = DatasetSpec(name="tiny", folder="Tiny", classes=tuple("0123456789"), sources=(),
                        sha256={n: hashlib.sha256(c).hexdigest() for n, c in contents.items()})
     return spec, contents
 
@@ -144,3 +145,18 @@ def test_real_mnist_loads_whole_and_matches_torchvision(mnist_dir):
 
     tv = torchvision.datasets.MNIST(mnist_dir, train=False, download=False)
     assert torch.equal(tv.data, test.images) and torch.equal(tv.targets, test.labels)
+
+
+@pytest.mark.slow
+def test_fashion_mnist_from_debian_trains_with_the_fast_recipe(tmp_path):
+    from conftest import DATA_DIR, run_cli
+
+    fetched = run_cli("fetch", "--dataset", "fashion-mnist", "--data-dir", str(DATA_DIR))
+    assert fetched.returncode == 0, fetched.stderr
+    assert "verified" in fetched.stdout
+    result = run_cli("train", "--dataset", "fashion-mnist", "--recipe", "fast", "--data-dir", str(DATA_DIR),
+                     "--out", str(tmp_path / "run"), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.strip().splitlines()[-1].split()[-1].rstrip("%")) >= 85.0
+    report = run_cli("evaluate", str(tmp_path / "run"), "--data-dir", str(DATA_DIR), "--json")
+    assert json.loads(report.stdout)["classes"][-1] == "Ankle boot"

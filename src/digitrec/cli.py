@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -139,7 +140,8 @@ def _cmd_train(a) -> int:
               progress=progress)
         return 0
     out = a.out or default_run_dir(recipe, a.dataset)
-    print(f"run folder: {out}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process speaks for all
+        print(f"run folder: {out}")
     train(recipe, dataset=a.dataset, data_dir=a.data_dir, out=out, seed=a.seed, device=a.device,
           compile=a.compile, progress=progress)
     return 0

