@@ -51,9 +51,9 @@ def main():
 
     print("\n| measure | report's code | digitrec | ratio |\n|---|---|---|---|")
     print(f"| seconds per epoch (seed math) | {report_epoch:.2f} | {seed_epoch:.2f} (seed recipe) "
-          f"| {report_epoch / seed_epoch:.1f}x |")
+          f"| {report_epoch / seed_epoch:.2f}x |")
     print(f"| seconds to 99% test accuracy, whole process | {wall:.1f} | {fast_wall:.2f} (fast recipe, "
-          f"mean of {len(fast)}) | {wall / fast_wall:.1f}x |")
+          f"mean of {len(fast)}) | {wall / fast_wall:.2f}x |")
     print(f"| fast recipe test accuracy, {len(fast)} seeds | | {mean_std(fast_acc)}% | |")
     fast_throughput = statistics.mean(r["epochs"][0]["images_per_second"] for r in fast)
     print(f"| training throughput, images/s | {60000 / report_epoch:.0f} | {seed_throughput:.0f} (seed), "

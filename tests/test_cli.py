@@ -44,7 +44,7 @@ def test_one_epoch_of_the_seed_recipe_reaches_97_percent(one_epoch_run):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["test_accuracy"] == pytest.approx(accuracy, abs=0.005)
     assert {"train_loss", "test_loss", "lr", "seconds"} <= rows[0].keys()
-    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (out / "curves.png").exists()  # one point is no curve: multi-epoch runs draw one (test_train)
     assert (out / "checkpoints" / "epoch-001" / "state.pt").is_file()
 
 

@@ -47,6 +47,7 @@ def test_resume_after_an_interruption_ends_with_exactly_the_same_weights(small_d
     assert lines[0].startswith("resuming") and lines[1].startswith("Epoch [3/3]")
     _assert_same_weights(reference.model.state_dict(), resumed.model.state_dict())
     assert _without_timing(reference.history) == _without_timing(resumed.history)
+    assert (tmp_path / "cut" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     config = json.loads((tmp_path / "cut" / "config.json").read_text())
     assert config["seed"] == 3 and config["recipe"]["epochs"] == 3
 

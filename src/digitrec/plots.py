@@ -37,8 +37,9 @@ def confusion(matrix: list[list[int]], classes: list[str], path: str | os.PathLi
         for j in range(n):
             value = int(m[i, j])
             if value:
-                ax.text(j, i, value, ha="center", va="center", fontsize=7,
-                        color="black" if i != j else "tab:blue", weight="bold" if i == j else "normal")
+                dark = i != j and off[i, j] > 0.6 * off.max()
+                ax.text(j, i, value, ha="center", va="center", fontsize=7, weight="bold" if i == j else "normal",
+                        color="tab:blue" if i == j else "white" if dark else "black")
     ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true",
            title="confusion matrix (colour: errors only)")
     ax.set_xticklabels(classes, rotation=45 if max(map(len, classes)) > 2 else 0, ha="right")
