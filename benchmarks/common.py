@@ -23,7 +23,8 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {torch.get_num_threads()} threads{gpu}; Python {platform.python_version()}, torch {torch.__version__}"
+    python, threads = platform.python_version(), torch.get_num_threads()
+    return f"{cpu}, {threads} threads{gpu}; Python {python}, torch {torch.__version__}"
 
 
 def run(cmd: list[str]) -> tuple[float, str]:

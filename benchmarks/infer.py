@@ -9,7 +9,6 @@
 """
 
 import argparse
-import io
 import subprocess
 import sys
 import tempfile

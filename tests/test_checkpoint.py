@@ -4,8 +4,7 @@ import pickle
 import pytest
 import torch
 
-from digitrec.checkpoint import (last_checkpoint_dir, load_checkpoint, load_model, read_meta, save_checkpoint,
-                                 save_model)
+from digitrec.checkpoint import last_checkpoint_dir, load_checkpoint, load_model, read_meta, save_checkpoint, save_model
 from digitrec.errors import DigitrecError
 from digitrec.models import FastCNN, SeedCNN
 

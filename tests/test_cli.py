@@ -6,12 +6,12 @@ import pickle
 import pytest
 import torch
 import torchvision
+from conftest import run_cli
 from torch.utils.data import DataLoader
 
-from conftest import run_cli
+from benchmarks.report_code import CNN
 from digitrec import __version__
 from digitrec.checkpoint import load_model
-from benchmarks.report_code import CNN
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,18 @@ import pytest
 import torch
 
 from digitrec import data
-from digitrec.data import (DATASETS, TEST_IMAGES, TRAIN_IMAGES, TRAIN_LABELS, DatasetSpec, batches, fetch,
-                           load_split, read_idx, write_idx)
+from digitrec.data import (
+    DATASETS,
+    TEST_IMAGES,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    DatasetSpec,
+    batches,
+    fetch,
+    load_split,
+    read_idx,
+    write_idx,
+)
 from digitrec.errors import DigitrecError
 
 

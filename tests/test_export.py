@@ -8,11 +8,11 @@ import sys
 import httpx
 import numpy as np
 import pytest
-
 from conftest import run_cli
+from test_serve import start_server
+
 from digitrec.export import OnnxModel, export
 from digitrec.predict import default_model_path
-from test_serve import start_server
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +50,9 @@ def test_pt2_round_trip(mnist_dir, tmp_path):
 @pytest.mark.mnist
 @pytest.mark.slow
 def test_predict_with_onnxruntime_never_imports_torch(onnx_model, tmp_path, mnist_dir):
-    from digitrec.data import load_split
     from test_predict import png
+
+    from digitrec.data import load_split
 
     test = load_split("mnist", mnist_dir, train=False)
     for i in range(3):
@@ -69,8 +70,9 @@ def test_predict_with_onnxruntime_never_imports_torch(onnx_model, tmp_path, mnis
 @pytest.mark.mnist
 @pytest.mark.slow
 def test_serve_with_onnxruntime(onnx_model, mnist_dir):
-    from digitrec.data import load_split
     from test_predict import png
+
+    from digitrec.data import load_split
 
     test = load_split("mnist", mnist_dir, train=False)
     proc, url = start_server("--model", str(onnx_model[0]), "--backend", "onnxruntime")

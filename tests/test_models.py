@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from digitrec.models import MODELS, Ensemble, SeedCNN, build_model, count_parameters
 from benchmarks.report_code import CNN
+from digitrec.models import MODELS, Ensemble, SeedCNN, build_model, count_parameters
 
 
 def test_seed_cnn_matches_the_report_name_for_name():

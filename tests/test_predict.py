@@ -9,15 +9,15 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import run_cli
+from PIL import Image
+from synth import line, variants
+
 from digitrec.checkpoint import read_meta
 from digitrec.data import load_split
 from digitrec.errors import DigitrecError
 from digitrec.predict import NO_INK, Predictor, default_model_path, predict_images, read_images
 from digitrec.preprocess import MAX_BYTES, decode, find_ink, preprocess
-from synth import line, variants
 
 SEED = 2026
 

@@ -2,7 +2,6 @@
 
 import base64
 import io
-import json
 import os
 import socket
 import subprocess
@@ -13,7 +12,6 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_predict import _png_header_only, png
 
 MAX_BYTES = 1_000_000
@@ -100,8 +98,9 @@ def test_batch_gives_one_result_or_error_per_image(server, digits):
 
 @pytest.mark.mnist
 def test_read_a_line(server, mnist_dir):
-    from digitrec.data import load_split
     from synth import line
+
+    from digitrec.data import load_split
 
     test = load_split("mnist", mnist_dir, train=False)
     image = line([test.images[i].numpy() for i in range(5)], np.random.default_rng(0))

@@ -108,7 +108,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        raise DigitrecError(f"{path}: weights do not match architecture {meta.get('architecture')!r} ({first})") from None
+        architecture = meta.get("architecture")
+        raise DigitrecError(f"{path}: weights do not match architecture {architecture!r} ({first})") from None
     return model.to(device).eval(), meta
 
 
@@ -158,7 +159,8 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike) -> tuple[dict[str, torch.
     try:
         state = torch.load(checkpoint_dir / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise DigitrecError(f"{checkpoint_dir / STATE_FILE}: not a loadable training state ({type(e).__name__})") from None
+        reason = type(e).__name__
+        raise DigitrecError(f"{checkpoint_dir / STATE_FILE}: not a loadable training state ({reason})") from None
     return weights, meta, state
 
 

@@ -6,17 +6,16 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
 from .errors import DigitrecError
 
 
 def _parser() -> argparse.ArgumentParser:
+    examples = ("examples:\n  digitrec fetch\n  digitrec train\n  digitrec evaluate runs/seed-20261128-101500\n"
+                "  digitrec predict my_digit.png\n\nrun `digitrec COMMAND --help` for each command")
     p = argparse.ArgumentParser(prog="digitrec", description="Handwritten digit recognition with CNNs in PyTorch.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="examples:\n  digitrec fetch\n  digitrec train\n  digitrec evaluate runs/seed-*/\n"
-                                       "  digitrec predict my_digit.png\n\nrun `digitrec COMMAND --help` for each command")
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=examples)
     p.add_argument("--version", action="version", version=f"digitrec {__version__}")
     p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -167,26 +166,19 @@ def _cmd_recipes(a) -> int:
 
 
 def _cmd_predict(a) -> int:
-    from .predict import Predictor, expand, format_records, load_sources, predict_images
+    from .predict import Predictor, format_records, predict_paths
 
-    if a.topk < 1 or a.topk > 10:
+    if not 1 <= a.topk <= 10:
         raise DigitrecError("--topk must be between 1 and 10")
-    predictor = Predictor(a.model, a.backend)
-    items, failed = load_sources(expand(a.paths))
-    records = predict_images(items, predictor, a.topk, a.save_preprocessed)
-    records += [{"path": f["path"], "digit": None, "confidence": 0.0, "topk": [], "uncertain": True,
-                 "error": f["error"]} for f in failed]
+    records = predict_paths(a.paths, Predictor(a.model, a.backend), a.topk, a.save_preprocessed)
     print(format_records(records, a.format, "predict"))
     return 1 if any(r["error"] for r in records) else 0
 
 
 def _cmd_read(a) -> int:
-    from .predict import Predictor, expand, format_records, load_sources, read_images
+    from .predict import Predictor, format_records, read_paths
 
-    predictor = Predictor(a.model, a.backend)
-    items, failed = load_sources(expand(a.paths))
-    records = read_images(items, predictor, a.annotate)
-    records += [{"path": f["path"], "text": "", "digits": [], "error": f["error"]} for f in failed]
+    records = read_paths(a.paths, Predictor(a.model, a.backend), a.annotate)
     print(format_records(records, a.format, "read"))
     return 1 if any(r["error"] for r in records) else 0
 

@@ -72,6 +72,11 @@ DATASETS = {
 }
 
 
+def say(line: str) -> None:
+    """The default progress output: a line, flushed at once (CI logs are not terminals)."""
+    print(line, flush=True)
+
+
 def dataset_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
@@ -174,7 +179,8 @@ def _missing(spec: DatasetSpec, raw: Path) -> list[str]:
 
 
 def fetch(dataset: str = "mnist", data_dir: str | os.PathLike = "data", force: bool = False,
-          sources: dict[str, Source] | None = None, log: Callable[[str], None] = print) -> Path:
+          sources: dict[str, Source] | None = None,
+          log: Callable[[str], None] = say) -> Path:
     """Make sure the four verified IDX files are in DATA_DIR/<Folder>/raw; return that folder."""
     spec = dataset_spec(dataset)
     raw = raw_dir(dataset, data_dir)
@@ -273,7 +279,8 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1).float().div_(255)
 
 
-def batches(split: Split, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(split: Split, batch_size: int,
+            order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Cut a split into float batches, in `order` (a permutation of indices) or in file order."""
     n = len(split) if order is None else len(order)
     for start in range(0, n, batch_size):

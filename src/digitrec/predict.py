@@ -210,6 +210,21 @@ def load_sources(sources: list[Source]) -> tuple[list[tuple[str, bytes]], list[d
     return items, failed
 
 
+def predict_paths(specs: list[str], predictor: Predictor, topk: int = 3,
+                  save_preprocessed: str | os.PathLike | None = None) -> list[dict]:
+    """`digitrec predict`: paths, folders, globs or '-' -> one record per image (unreadable ones included)."""
+    items, failed = load_sources(expand(specs))
+    return predict_images(items, predictor, topk, save_preprocessed) + \
+        [empty_record(f["path"], f["error"]) for f in failed]
+
+
+def read_paths(specs: list[str], predictor: Predictor, annotate: str | os.PathLike | None = None) -> list[dict]:
+    """`digitrec read`: paths, folders, globs or '-' -> one line-reading record per image."""
+    items, failed = load_sources(expand(specs))
+    return read_images(items, predictor, annotate) + \
+        [{"path": f["path"], "text": "", "digits": [], "error": f["error"]} for f in failed]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Output formats.
 

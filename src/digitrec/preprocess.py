@@ -148,10 +148,8 @@ def to_mnist(ink: Ink) -> np.ndarray:
         pad = grow + 1
         values = ndimage.grey_dilation(np.pad(values, pad), size=(2 * grow + 1, 2 * grow + 1))
     box = Image.fromarray((values * 255).astype(np.uint8))
-    box.thumbnail((20, 20), Image.Resampling.LANCZOS) if max(box.size) > 20 else None
-    if max(box.size) < 20:  # small digits are scaled up too
-        s = 20 / max(box.size)
-        box = box.resize((max(1, round(box.width * s)), max(1, round(box.height * s))), Image.Resampling.LANCZOS)
+    s = 20 / max(box.size)  # longest side to 20 px, up or down, aspect kept
+    box = box.resize((max(1, round(box.width * s)), max(1, round(box.height * s))), Image.Resampling.LANCZOS)
     digit = np.asarray(box, dtype=np.float32) / 255.0
     if digit.max() > 0:
         digit /= digit.max()

@@ -15,8 +15,8 @@ from scipy import ndimage
 from .preprocess import Ink
 
 TOO_WIDE = 1.25  # a piece wider than this x the line's digit height holds several touching digits
-DIGIT_ASPECT = 0.7
-FRAGMENT = 0.45  # a piece shorter than this x the tallest piece is part of a neighbouring digit  # a typical digit's width / height, for guessing how many digits a wide piece holds
+DIGIT_ASPECT = 0.7  # a typical digit's width / height, for guessing how many digits a wide piece holds
+FRAGMENT = 0.45  # a piece shorter than this x the tallest piece is part of a neighbouring digit
 
 
 @dataclass

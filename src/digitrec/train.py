@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel
 from . import __version__, distributed
 from .augment import random_affine
 from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint, save_checkpoint, save_model
-from .data import batches, data_hashes, dataset_spec, load_split
+from .data import batches, data_hashes, dataset_spec, load_split, say
 from .errors import DigitrecError
 from .evaluate import evaluate_split
 from .models import build_model
@@ -103,7 +103,7 @@ def _start_run_dir(out: Path, resume: bool) -> dict | None:
 def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike = "data",
           out: str | os.PathLike | None = None, seed: int = 0, device: str = "auto", resume: bool = False,
           compile: bool = False, progress: bool | None = None,
-          log: Callable[[str], None] = print) -> RunResult:
+          log: Callable[[str], None] = say) -> RunResult:
     """Train `recipe` and evaluate on the test split after each epoch.
 
     out:    run folder for config.json, metrics.jsonl, curves.png, model.safetensors and checkpoints/

@@ -23,7 +23,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import DigitrecError
 from ..predict import NO_INK, Predictor, predict_images, read_images
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -143,7 +142,8 @@ async def images_from(request: Request, limit: int, many: bool) -> list[tuple[st
             return [(f"image{i}", _b64(v)) for i, v in enumerate(document["images"])]
         if "image" in document:
             return [("image", _b64(document["image"]))]
-        raise ApiError(422, "invalid_json", 'expected {"image": "<base64>"}' + (' or {"images": [...]}' if many else ""))
+        expected = '{"image": "<base64>"}' + (' or {"images": [...]}' if many else "")
+        raise ApiError(422, "invalid_json", f"expected {expected}")
     if content_type.startswith(IMAGE_TYPES):
         return [("body", body)]
     raise ApiError(415, "unsupported_media_type", f"{content_type} is not accepted: send an image, "
