@@ -77,7 +77,7 @@ def test_evaluate_writes_report_and_pictures_and_matches_the_report_code(one_epo
 
 def test_version_and_help():
     assert run_cli("--version").stdout.strip() == f"digitrec {__version__}"
-    for command in ("fetch", "train", "evaluate", "recipes"):
+    for command in ("fetch", "train", "evaluate", "recipes", "predict", "read", "serve", "export", "ensemble"):
         result = run_cli(command, "--help")
         assert result.returncode == 0 and "examples:" in result.stdout, command
 
