@@ -155,6 +155,7 @@ def _cmd_evaluate(a) -> int:
     else:
         print(format_report(report))
         print("\nwrote " + ", ".join(report["files"]))
+        print(f"Test Accuracy: {report['accuracy']:.2f}%")
     return 0
 
 
