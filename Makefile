@@ -6,7 +6,7 @@ DATA   ?= data
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := runs/seed-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run test install install-test data browser bench bench-seed bench-infer bench-serve clean
+.PHONY: run test install install-test data data-fashion browser bench bench-seed bench-infer bench-serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ install-test: $(VENV)/.installed-test
 data: install
 	$(BIN)/digitrec fetch --data-dir $(DATA)
 
+# Fashion-MNIST comes from Debian's package: refresh apt's lists only if the first try fails.
+data-fashion: install
+	$(BIN)/digitrec fetch --dataset fashion-mnist --data-dir $(DATA) || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && $(BIN)/digitrec fetch --dataset fashion-mnist --data-dir $(DATA); }
+
 # Debian's Chromium for the browser tests (needs root; skipped with a message otherwise).
 browser:
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
@@ -38,7 +43,7 @@ run: data
 	$(BIN)/digitrec train --recipe seed --data-dir $(DATA) --out $(RUN) --progress lines
 	$(BIN)/digitrec evaluate $(RUN) --data-dir $(DATA)
 
-test: install-test data browser
+test: install-test data data-fashion browser
 	DIGITREC_DATA=$(DATA) $(BIN)/pytest -q -rs
 
 bench-seed: data
