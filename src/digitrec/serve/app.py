@@ -277,6 +277,7 @@ def create_app(model: str | os.PathLike | None = None, backend: str | None = Non
 
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory` and several worker processes: settings come from the environment."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")  # in every worker
     return create_app(os.environ.get("DIGITREC_MODEL") or None, os.environ.get("DIGITREC_BACKEND") or None,
                       int(os.environ.get("DIGITREC_MAX_BYTES", DEFAULT_MAX_BYTES)))
 
@@ -285,7 +286,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model: str | None = None, b
           workers: int = 1, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
     import uvicorn
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     os.environ.update(DIGITREC_MODEL=model or "", DIGITREC_BACKEND=backend or "", DIGITREC_MAX_BYTES=str(max_bytes))
     app_from_env()  # load the model once here, so a bad model file is a clear error before the server starts
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
