@@ -13,6 +13,7 @@ import io
 import json
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -54,11 +55,18 @@ class Predictor:
             self.device = device
             self.tta = bool(self.meta.get("recipe", {}).get("tta", False))
         self.path = path
+        # One model call at a time: callers in several threads (the server) still decode and preprocess in
+        # parallel, and the model's own intra-op threads are not oversubscribed.
+        self.lock = threading.Lock()
 
     def probabilities(self, digits: list[np.ndarray]) -> np.ndarray:
-        """[N] float32 28x28 images in [0, 1] -> [N, 10] probabilities."""
+        """[N] float32 28x28 images in [0, 1] -> [N, 10] probabilities.  Thread-safe."""
         if not digits:
             return np.zeros((0, 10), np.float32)
+        with self.lock:
+            return self._probabilities(digits)
+
+    def _probabilities(self, digits: list[np.ndarray]) -> np.ndarray:
         out = []
         for start in range(0, len(digits), self.batch_size):
             x = np.stack(digits[start:start + self.batch_size])[:, None].astype(np.float32)

@@ -2,8 +2,8 @@
 
 Images arrive as a multipart file, a raw image body, or JSON with base64 data.  The body is read in chunks and
 refused (413) as soon as it passes the limit, before anything is decoded; every error is a JSON
-`{"error": ..., "detail": ...}` with a 4xx status.  Inference runs in a worker thread (the event loop stays
-free) behind a lock (one model, two cores: running requests one at a time through it is the fastest anyway).
+`{"error": ..., "detail": ...}` with a 4xx status.  Decoding, preprocessing and inference run in worker threads
+(the event loop stays free); the Predictor lets one model call run at a time.
 """
 
 from __future__ import annotations
@@ -172,14 +172,12 @@ def _prediction(record: dict, probabilities, include_image: bool) -> dict:
 def create_app(model: str | os.PathLike | None = None, backend: str | None = None,
                max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
     predictor = Predictor(model, backend)
-    lock = threading.Lock()
     metrics = Metrics()
     app = FastAPI(title="digitrec", version=predictor.meta.get("digitrec_version", ""),
                   description="Handwritten digit recognition: predict single digits, read lines of digits.")
 
     def predict_sync(items, include_image):
-        with lock:
-            records = predict_images(items, predictor, topk=10, include_image=include_image)
+        records = predict_images(items, predictor, topk=10, include_image=include_image)
         # topk=10 lists every class: the probabilities in class order come from it
         return [(r, [dict(r["topk"]).get(d, 0.0) for d in range(10)] if r["topk"] else None) for r in records]
 
@@ -262,11 +260,7 @@ def create_app(model: str | os.PathLike | None = None, backend: str | None = Non
         """A line of digits -> the string, per-digit confidences and boxes."""
         items = await images_from(request, max_bytes, many=False)
 
-        def run():
-            with lock:
-                return read_images(items[:1], predictor)[0]
-
-        record = await run_in_threadpool(run)
+        record = (await run_in_threadpool(read_images, items[:1], predictor))[0]
         error = _record_error({"error": record["error"]})
         if error:
             raise error
