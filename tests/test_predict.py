@@ -204,3 +204,18 @@ def test_read_cli_json_and_annotation(image_dir, tmp_path, test_split):
     blank.write_bytes(png(np.full((50, 200), 255, np.uint8)))
     result = run_cli("read", str(blank), "--format", "json")
     assert result.returncode == 1 and json.loads(result.stdout)[0]["error"] == NO_INK
+
+
+@pytest.mark.mnist
+def test_predict_paths_keeps_input_order_across_chunks(image_dir, tmp_path, predictor, monkeypatch):
+    from digitrec import predict
+
+    monkeypatch.setattr(predict, "CHUNK", 2)
+    nested = sorted(str(p) for p in (image_dir / "nested").glob("*.png"))
+    specs = [nested[0], str(tmp_path / "missing.png"), *nested[1:]]
+    records = predict.predict_paths(specs, predictor, save_preprocessed=tmp_path / "seen")
+    assert [r["path"] for r in records] == specs
+    assert records[1]["error"] == "file not found" and all(r["error"] is None for i, r in enumerate(records) if i != 1)
+    assert len(list((tmp_path / "seen").glob("*.png"))) == 4  # one picture per readable image, none overwritten
+    lines = predict.read_paths([str(image_dir / "line.png")] * 3, predictor, annotate=tmp_path / "a.png")
+    assert len(lines) == 3 and sorted(p.name for p in tmp_path.glob("a-*.png")) == ["a-0.png", "a-1.png", "a-2.png"]

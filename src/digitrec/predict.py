@@ -133,8 +133,10 @@ def expand(specs: list[str]) -> list[Source]:
 
 
 def predict_images(items: list[tuple[str, bytes]], predictor: Predictor, topk: int = 3,
-                   save_preprocessed: str | os.PathLike | None = None, include_image: bool = False) -> list[dict]:
-    """[(name, image bytes)] -> one record per image, in order."""
+                   save_preprocessed: str | os.PathLike | None = None, include_image: bool = False,
+                   first_index: int = 0) -> list[dict]:
+    """[(name, image bytes)] -> one record per image, in order.  save_preprocessed writes what the model saw
+    as DIR/<first_index + n>-<name>.png."""
     records: list[dict] = []
     digits, where = [], []
     for name, data in items:
@@ -156,13 +158,16 @@ def predict_images(items: list[tuple[str, bytes]], predictor: Predictor, topk: i
         if save_preprocessed:
             out = Path(save_preprocessed)
             out.mkdir(parents=True, exist_ok=True)
-            (out / f"{i:05d}-{Path(records[i]['path']).stem or 'stdin'}.png").write_bytes(to_png(digit))
+            name = Path(records[i]["path"]).stem or "stdin"
+            (out / f"{first_index + i:05d}-{name}.png").write_bytes(to_png(digit))
     return records
 
 
-def read_images(items: list[tuple[str, bytes]], predictor: Predictor,
-                annotate: str | os.PathLike | None = None) -> list[dict]:
-    """[(name, image bytes of a line of digits)] -> [{"path", "text", "digits": [...], "error"}]."""
+def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: str | os.PathLike | None = None,
+                first_index: int = 0, several: bool | None = None) -> list[dict]:
+    """[(name, image bytes of a line of digits)] -> [{"path", "text", "digits": [...], "error"}].  annotate
+    draws the boxes into that file, or into OUT-<first_index + n>.png when there are several inputs."""
+    several = len(items) > 1 if several is None else several
     records = []
     for index, (name, data) in enumerate(items):
         try:
@@ -181,8 +186,8 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor,
                         "error": None})
         if annotate:
             target = Path(annotate)
-            if len(items) > 1:  # one picture per input: OUT-<n>.png
-                target = target.with_name(f"{target.stem}-{index}{target.suffix or '.png'}")
+            if several:
+                target = target.with_name(f"{target.stem}-{first_index + index}{target.suffix or '.png'}")
             draw_boxes(grey, [(d["digit"], d["confidence"], box) for d, (_, box) in zip(digits, pieces)], target)
     return records
 
@@ -207,30 +212,38 @@ def draw_boxes(grey: np.ndarray, found: list[tuple[int, float, tuple]], path: Pa
     canvas.save(path)
 
 
-def load_sources(sources: list[Source]) -> tuple[list[tuple[str, bytes]], list[dict]]:
-    """Read every source; unreadable ones become error records (name, message)."""
-    items, failed = [], []
-    for source in sources:
-        try:
-            items.append((source.name, source.read()))
-        except DigitrecError as e:
-            failed.append({"path": source.name, "error": str(e)})
-    return items, failed
+CHUNK = 1024  # files read and predicted together: memory stays bounded for folders of any size
+
+
+def _in_chunks(specs: list[str], run, failed_record) -> list[dict]:
+    """Expand `specs`, read the files CHUNK at a time, run(items, offset of the chunk, whether there are
+    several sources) on the readable ones; records come back in input order, an unreadable file's record
+    made by failed_record(name, message)."""
+    sources, records = expand(specs), []
+    for start in range(0, len(sources), CHUNK):
+        items, slots = [], []
+        for source in sources[start:start + CHUNK]:
+            try:
+                items.append((source.name, source.read()))
+                slots.append(None)
+            except DigitrecError as e:
+                slots.append(failed_record(source.name, str(e)))
+        done = iter(run(items, start, len(sources) > 1))
+        records += [slot if slot is not None else next(done) for slot in slots]
+    return records
 
 
 def predict_paths(specs: list[str], predictor: Predictor, topk: int = 3,
                   save_preprocessed: str | os.PathLike | None = None) -> list[dict]:
-    """`digitrec predict`: paths, folders, globs or '-' -> one record per image (unreadable ones included)."""
-    items, failed = load_sources(expand(specs))
-    return predict_images(items, predictor, topk, save_preprocessed) + \
-        [empty_record(f["path"], f["error"]) for f in failed]
+    """`digitrec predict`: paths, folders, globs or '-' -> one record per image, in order."""
+    return _in_chunks(specs, lambda items, first, several: predict_images(
+        items, predictor, topk, save_preprocessed, first_index=first), empty_record)
 
 
 def read_paths(specs: list[str], predictor: Predictor, annotate: str | os.PathLike | None = None) -> list[dict]:
-    """`digitrec read`: paths, folders, globs or '-' -> one line-reading record per image."""
-    items, failed = load_sources(expand(specs))
-    return read_images(items, predictor, annotate) + \
-        [{"path": f["path"], "text": "", "digits": [], "error": f["error"]} for f in failed]
+    """`digitrec read`: paths, folders, globs or '-' -> one line-reading record per image, in order."""
+    return _in_chunks(specs, lambda items, first, several: read_images(items, predictor, annotate, first, several),
+                      lambda name, error: {"path": name, "text": "", "digits": [], "error": error})
 
 
 # ---------------------------------------------------------------------------------------------------
