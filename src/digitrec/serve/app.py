@@ -126,11 +126,14 @@ async def images_from(request: Request, limit: int, many: bool) -> list[tuple[st
                                                              max_part_size=limit)
         except Exception as e:  # malformed multipart of any kind
             raise ApiError(422, "invalid_multipart", f"could not parse the form: {e}") from None
-        uploads = [v for k, v in form.multi_items() if k in ("file", "files") and hasattr(v, "read")]
-        if not uploads:
-            raise ApiError(422, "missing_file", "the form has no file field named `file`" +
-                           (" or `files`" if many else ""))
-        return [(u.filename or f"file{i}", await u.read()) for i, u in enumerate(uploads)]
+        try:
+            uploads = [v for k, v in form.multi_items() if k in ("file", "files") and hasattr(v, "read")]
+            if not uploads:
+                raise ApiError(422, "missing_file", "the form has no file field named `file`" +
+                               (" or `files`" if many else ""))
+            return [(u.filename or f"file{i}", await u.read()) for i, u in enumerate(uploads)]
+        finally:
+            await form.close()  # the parts are spooled temporary files
     if content_type == "application/json":
         try:
             document = json.loads(body)
