@@ -61,13 +61,15 @@ class OnnxModel:
 
 
 def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None,
-           data_dir: str | os.PathLike | None = "data", log=print) -> dict:
+           data_dir: str | os.PathLike | None = "data", log=None) -> dict:
     """Write the model as `fmt` (onnx | pt2); verify on the MNIST test set unless data_dir is None.
     Returns {"path", "format", "test_images", "same_predictions", "max_abs_logit_diff"}."""
     import torch
 
     from .checkpoint import load_model, resolve_model_path
+    from .data import say
 
+    log = log or say
     if fmt not in ("onnx", "pt2"):
         raise DigitrecError(f"unknown export format {fmt!r}; use onnx or pt2")
     source = resolve_model_path(model_path)

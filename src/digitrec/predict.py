@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DigitrecError
-from .preprocess import MAX_BYTES, decode, find_ink, to_mnist, to_png
+from .preprocess import MAX_BYTES, TOO_LARGE, decode, find_ink, to_mnist, to_png
 from .segment import segment
 
 UNCERTAIN_BELOW = 0.70  # a prediction whose probability is under this is flagged `uncertain`
@@ -102,7 +102,7 @@ class Source:
             return sys.stdin.buffer.read(MAX_BYTES + 1)
         try:
             if self.path.stat().st_size > MAX_BYTES:
-                raise DigitrecError(f"image too large ({self.path.stat().st_size} bytes; the limit is {MAX_BYTES})")
+                raise DigitrecError(f"{TOO_LARGE} ({self.path.stat().st_size} bytes; the limit is {MAX_BYTES})")
             return self.path.read_bytes()
         except FileNotFoundError:
             raise DigitrecError("file not found") from None

@@ -25,6 +25,7 @@ MAX_PIXELS = 40_000_000  # declared width x height above this is refused before 
 WORK_SIDE = 1024  # images are shrunk to at most this side before any analysis: cost stays bounded
 MIN_CONTRAST = 0.12  # ink must differ from the background by this much (of the 0-1 grey range)
 TARGET_STROKE = 2.4  # MNIST strokes are about this wide (px) in the 20 px box
+TOO_LARGE = "image too large"  # how every size refusal begins (the server answers those with 413)
 
 
 @dataclass
@@ -43,7 +44,7 @@ def decode(data: bytes) -> tuple[np.ndarray, float]:
     """Image bytes (any format Pillow reads) -> (grey float32 [H, W] in [0, 1] with dark = 0, scale), where
     scale = original width / analysed width (> 1 when a big image was shrunk to WORK_SIDE)."""
     if len(data) > MAX_BYTES:
-        raise DigitrecError(f"image too large ({len(data)} bytes; the limit is {MAX_BYTES})")
+        raise DigitrecError(f"{TOO_LARGE} ({len(data)} bytes; the limit is {MAX_BYTES})")
     if not data:
         raise DigitrecError("empty file: not an image")
     try:
@@ -51,7 +52,7 @@ def decode(data: bytes) -> tuple[np.ndarray, float]:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_PIXELS:
-                raise DigitrecError(f"image too large ({image.width}x{image.height} pixels; "
+                raise DigitrecError(f"{TOO_LARGE} ({image.width}x{image.height} pixels; "
                                     f"the limit is {MAX_PIXELS:,} pixels)")
             image.seek(0)  # first frame of an animation
             image = ImageOps.exif_transpose(image)
@@ -59,7 +60,7 @@ def decode(data: bytes) -> tuple[np.ndarray, float]:
     except DigitrecError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DigitrecError(f"image too large (over {MAX_PIXELS:,} pixels)") from None
+        raise DigitrecError(f"{TOO_LARGE} (over {MAX_PIXELS:,} pixels)") from None
     except Image.UnidentifiedImageError:
         raise DigitrecError("not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP ...)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated or corrupt data

@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..predict import NO_INK, Predictor, predict_images, read_images
+from ..preprocess import TOO_LARGE
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 256
@@ -158,7 +159,7 @@ def _record_error(record: dict) -> ApiError | None:
         return None
     if record["error"] == NO_INK:
         return ApiError(422, "no_ink", NO_INK)
-    if "too large" in record["error"]:
+    if record["error"].startswith(TOO_LARGE):
         return ApiError(413, "too_large", record["error"])
     return ApiError(422, "invalid_image", record["error"])
 
