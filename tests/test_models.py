@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from benchmarks.report_code import CNN
-from digitrec.models import MODELS, Ensemble, SeedCNN, build_model, count_parameters
+from digitrec.models import MODELS, Dropout, Ensemble, SeedCNN, build_model, count_parameters
 
 
 def test_seed_cnn_matches_the_report_name_for_name():
@@ -24,8 +24,9 @@ def test_seed_cnn_and_report_cnn_load_each_other_and_agree():
 def test_seed_cnn_pooling_before_relu_gives_the_reports_outputs_and_gradients_bit_for_bit():
     ours, theirs = SeedCNN().train(), CNN().train()
     theirs.load_state_dict(ours.state_dict())
+    theirs.dropout = Dropout(0.5)  # ours draws its masks differently (tested below); here both draw the same
     x = torch.randn(32, 1, 28, 28)
-    torch.manual_seed(7)  # the same dropout mask for both
+    torch.manual_seed(7)
     a = ours(x)
     torch.manual_seed(7)
     b = theirs(x)
@@ -35,6 +36,22 @@ def test_seed_cnn_pooling_before_relu_gives_the_reports_outputs_and_gradients_bi
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
         assert torch.equal(p.grad, q.grad), name
     assert torch.equal(ours.conv3[1].running_mean, theirs.conv3[1].running_mean)
+
+
+def test_dropout_keeps_each_value_with_probability_1_minus_p_and_scales_survivors_like_nn_dropout():
+    x = torch.rand(1000, 1000) + 0.5
+    for p in (0.2, 0.5):
+        layer = Dropout(p).train()
+        assert isinstance(layer, torch.nn.Dropout)
+        y = layer(x)
+        kept = y != 0
+        assert abs(kept.float().mean().item() - (1 - p)) < 0.003  # 1e6 draws: std of the mean is 0.0005
+        assert torch.allclose(y[kept], x[kept] / (1 - p))
+        assert torch.equal(layer.eval()(x), x)
+    x.requires_grad_(True)
+    y = Dropout(0.5).train()(x)
+    y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float() * 2)
 
 
 @pytest.mark.parametrize("name", list(MODELS))

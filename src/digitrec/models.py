@@ -11,6 +11,18 @@ from .errors import DigitrecError
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with the mask drawn as rand >= p: the same distribution (each value kept with probability
+    1 - p, survivors scaled by 1 / (1 - p)), but on a CPU about 3.5x faster than the bernoulli_ kernel that
+    nn.Dropout uses, which saves ~0.3 s of a 5 s seed-recipe epoch.  The random draws differ from nn.Dropout's."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1 / (1 - self.p))
+        return x * keep
+
+
 class SeedCNN(nn.Module):
     """The course report's CNN, layer for layer and name for name (its state_dict loads into the report's
     `CNN` class and back).  37,642 parameters."""
@@ -21,7 +33,7 @@ class SeedCNN(nn.Module):
         self.conv2 = nn.Sequential(nn.Conv2d(16, 32, 5, stride=1, padding=2), nn.ReLU(), nn.MaxPool2d(2))  # 14 -> 7
         self.conv3 = nn.Sequential(nn.Conv2d(32, 64, 3, stride=1, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
                                    nn.MaxPool2d(2))  # 7 -> 3
-        self.dropout = nn.Dropout(0.5)
+        self.dropout = Dropout(0.5)
         self.out = nn.Linear(64 * 3 * 3, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +101,7 @@ class WideCNN(nn.Module):
             *conv_bn(2 * w, 4 * w), *conv_bn(4 * w, 4 * w),
             nn.AdaptiveAvgPool2d(1),
         )
-        self.dropout = nn.Dropout(0.2)
+        self.dropout = Dropout(0.2)
         self.out = nn.Linear(4 * w, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
