@@ -7,6 +7,7 @@ the checkpoint of epoch k replays exactly what an uninterrupted run would have d
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -30,11 +31,12 @@ from .evaluate import evaluate_split
 from .models import build_model
 from .recipes import Recipe
 
-OPTIMIZERS: dict[str, Callable[[list, Recipe], torch.optim.Optimizer]] = {
-    "adam": lambda params, r: torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay),
-    "adamw": lambda params, r: torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay),
-    "sgd": lambda params, r: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=True,
-                                             weight_decay=r.weight_decay),
+# fused: one kernel per step instead of a loop over parameters (the same update; 3-4x faster a step on a CPU).
+OPTIMIZERS: dict[str, Callable[[list, Recipe, bool], torch.optim.Optimizer]] = {
+    "adam": lambda params, r, fused: torch.optim.Adam(params, lr=r.lr, weight_decay=r.weight_decay, fused=fused),
+    "adamw": lambda params, r, fused: torch.optim.AdamW(params, lr=r.lr, weight_decay=r.weight_decay, fused=fused),
+    "sgd": lambda params, r, fused: torch.optim.SGD(params, lr=r.lr, momentum=r.momentum, nesterov=True,
+                                                    weight_decay=r.weight_decay, fused=fused),
 }
 
 # name -> (factory(optimizer, recipe, total batch steps), whether it steps after each "batch" or "epoch")
@@ -62,6 +64,21 @@ def select_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed blocks of up to 32 MB for reuse instead of handing them back to the OS.
+
+    By default, blocks over 128 kB (a batch of 64 float images is 200 kB) are mapped fresh for each batch and
+    unmapped after it, so every batch page-faults its tensors back in: on a 2-core CPU that made an epoch of
+    the seed recipe anywhere from 5 to 9 s depending on what the process happened to free earlier.  Costs up
+    to 256 MB of memory held but unused.  A no-op where the C library is not glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def ema_with_warmup(decay: float) -> Callable:
     """Exponential moving average whose decay ramps up as (1 + n) / (10 + n): early on, when the first
     weights are poor, they are forgotten quickly."""
@@ -82,10 +99,7 @@ class RunResult:
     model: nn.Module  # the model that was evaluated and saved (the weight average when the recipe keeps one)
     history: list[dict]  # one row per epoch, as in metrics.jsonl
     run_dir: Path | None
-
-    @property
-    def test_accuracy(self) -> float:
-        return self.history[-1]["test_accuracy"] if self.history else float("nan")
+    test_accuracy: float  # percent, of the final model as it predicts (with the recipe's test-time shifts)
 
 
 def _start_run_dir(out: Path, resume: bool) -> dict | None:
@@ -119,6 +133,7 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
         raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
 
     dev = select_device(device)
+    keep_freed_memory()
     world = distributed.init(dev)
     if recipe.batch_size % world.size:
         raise DigitrecError(f"--batch-size {recipe.batch_size} (global) must divide by the {world.size} processes")
@@ -132,7 +147,7 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
     net = net.to(memory_format=torch.channels_last)  # faster convolutions and pooling on CPU and GPU alike
     ema = AveragedModel(net, avg_fn=ema_with_warmup(recipe.ema_decay), use_buffers=True) \
         if recipe.ema_decay > 0 else None
-    optimizer = OPTIMIZERS[recipe.optimizer](net.parameters(), recipe)
+    optimizer = OPTIMIZERS[recipe.optimizer](net.parameters(), recipe, dev.type in ("cpu", "cuda"))
     n_used = int(len(train_split) * recipe.train_fraction)
     n_used -= n_used % world.size  # equal shards, so every process runs the same number of steps
     local_batch = recipe.batch_size // world.size
@@ -210,7 +225,7 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             scheduler.step()
         train_loss = distributed.mean(running / steps_per_epoch, world).item()
         train_seconds = time.perf_counter() - started
-        ev = evaluate_split(eval_model, test_split, recipe.eval_batch_size, dev, tta=recipe.tta)
+        ev = evaluate_split(eval_model, test_split, recipe.eval_batch_size, dev)
         lr = scheduler.get_last_lr()[0]
         row = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": ev.loss, "test_accuracy": ev.accuracy,
                "lr": lr, "seconds": train_seconds, "images_per_second": n_used / train_seconds}
@@ -226,8 +241,13 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             log(f"Epoch [{epoch + 1}/{recipe.epochs}], Average Loss: {train_loss:.4f}, LR: {lr:.6f}, "
                 f"Test Loss: {ev.loss:.4f}, Test Accuracy: {ev.accuracy:.2f}%, {train_seconds:.1f} s")
 
+    # Per epoch a plain evaluation tracks progress; test-time shifts cost five, so only the final model,
+    # measured the way it will predict, gets them.
+    accuracy = history[-1]["test_accuracy"]
+    if recipe.tta:
+        accuracy = evaluate_split(eval_model, test_split, recipe.eval_batch_size, dev, tta=True).accuracy
     if run_dir is not None and world.is_main:
-        save_model(run_dir / "model.safetensors", eval_model, meta(recipe.epochs, history[-1]["test_accuracy"]))
+        save_model(run_dir / "model.safetensors", eval_model, meta(recipe.epochs, accuracy))
         _write_metrics(run_dir, history)
         if len(history) > 1:  # a curve needs two points; a one-epoch run's figures are in metrics.jsonl
             from .plots import curves
@@ -236,8 +256,8 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
     distributed.barrier(world)
     distributed.shutdown(world)
     if world.is_main:
-        log(f"Test Accuracy: {history[-1]['test_accuracy']:.2f}%")
-    return RunResult(eval_model, history, run_dir)
+        log(f"Test Accuracy: {accuracy:.2f}%" + (" (with test-time shifts)" if recipe.tta else ""))
+    return RunResult(eval_model, history, run_dir, accuracy)
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
