@@ -22,6 +22,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from .errors import DigitrecError
+from .memory import keep_freed_memory
 from .models import build_model
 
 META_KEY = "digitrec"
@@ -100,7 +101,8 @@ def build_from_meta(meta: dict) -> nn.Module:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load any digitrec model file (or run folder) in eval mode; returns (model, metadata)."""
+    """Load any digitrec model file (or run folder) in eval mode, ready to run; returns (model, metadata)."""
+    keep_freed_memory()
     path = resolve_model_path(path)
     meta = read_meta(path)
     model = build_from_meta(meta)

@@ -7,7 +7,6 @@ the checkpoint of epoch k replays exactly what an uninterrupted run would have d
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
@@ -28,6 +27,7 @@ from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint,
 from .data import batches, data_hashes, dataset_spec, load_split, say
 from .errors import DigitrecError
 from .evaluate import evaluate_split
+from .memory import keep_freed_memory
 from .models import build_model
 from .recipes import Recipe
 
@@ -62,21 +62,6 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise DigitrecError("--device mps asked for, but PyTorch sees no Apple GPU")
     return torch.device(name)
-
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed blocks of up to 32 MB for reuse instead of handing them back to the OS.
-
-    By default, blocks over 128 kB (a batch of 64 float images is 200 kB) are mapped fresh for each batch and
-    unmapped after it, so every batch page-faults its tensors back in: on a 2-core CPU that made an epoch of
-    the seed recipe anywhere from 5 to 9 s depending on what the process happened to free earlier.  Costs up
-    to 256 MB of memory held but unused.  A no-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
 
 
 def ema_with_warmup(decay: float) -> Callable:
