@@ -41,6 +41,7 @@ def test_a_pickle_planted_as_a_model_is_refused_and_never_run(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's remark on the planted pickle
 def test_a_pickle_planted_as_training_state_is_refused_and_never_run(tmp_path):
     checkpoint = save_checkpoint(tmp_path, 1, SeedCNN(), {"architecture": "seed"}, {"epoch": 1})
     marker = tmp_path / "pwned"
