@@ -48,6 +48,7 @@ def test_dropout_keeps_each_value_with_probability_1_minus_p_and_scales_survivor
         assert abs(kept.float().mean().item() - (1 - p)) < 0.003  # 1e6 draws: std of the mean is 0.0005
         assert torch.allclose(y[kept], x[kept] / (1 - p))
         assert torch.equal(layer.eval()(x), x)
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
     x.requires_grad_(True)
     y = Dropout(0.5).train()(x)
     y.sum().backward()

@@ -226,8 +226,8 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             log(f"Epoch [{epoch + 1}/{recipe.epochs}], Average Loss: {train_loss:.4f}, LR: {lr:.6f}, "
                 f"Test Loss: {ev.loss:.4f}, Test Accuracy: {ev.accuracy:.2f}%, {train_seconds:.1f} s")
 
-    # Per epoch a plain evaluation tracks progress; test-time shifts cost five, so only the final model,
-    # measured the way it will predict, gets them.
+    # Per epoch a plain evaluation tracks progress; test-time shifts cost five evaluations, so only the final
+    # model, measured the way it will predict, gets them.
     accuracy = history[-1]["test_accuracy"]
     if recipe.tta:
         accuracy = evaluate_split(eval_model, test_split, recipe.eval_batch_size, dev, tta=True).accuracy
