@@ -71,9 +71,9 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
         last = last_checkpoint_dir(path)
         if last is not None:
             return last / MODEL_FILE
-        raise DigitrecError(f"{path} holds no {MODEL_FILE} and no checkpoint")
+        raise DigitrecError(f"{path} holds no {MODEL_FILE} and no checkpoint", code="not_found")
     if not path.exists():
-        raise DigitrecError(f"model file {path} not found")
+        raise DigitrecError(f"model file {path} not found", code="not_found")
     return path
 
 
@@ -83,13 +83,14 @@ def read_meta(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise DigitrecError(f"{path} is not a digitrec model (not a readable safetensors file: {e})") from None
+        raise DigitrecError(f"{path} is not a digitrec model (not a readable safetensors file: {e})",
+                             code="invalid_model") from None
     if META_KEY not in header:
-        raise DigitrecError(f"{path} is a safetensors file without digitrec metadata")
+        raise DigitrecError(f"{path} is a safetensors file without digitrec metadata", code="invalid_model")
     try:
         return json.loads(header[META_KEY])
     except json.JSONDecodeError:
-        raise DigitrecError(f"{path}: its digitrec metadata is not valid JSON") from None
+        raise DigitrecError(f"{path}: its digitrec metadata is not valid JSON", code="invalid_model") from None
 
 
 def build_from_meta(meta: dict) -> nn.Module:
@@ -111,7 +112,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         architecture = meta.get("architecture")
-        raise DigitrecError(f"{path}: weights do not match architecture {architecture!r} ({first})") from None
+        raise DigitrecError(f"{path}: weights do not match architecture {architecture!r} ({first})",
+                             code="invalid_model") from None
     return model.to(device).eval(), meta
 
 
@@ -162,7 +164,8 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike) -> tuple[dict[str, torch.
         state = torch.load(checkpoint_dir / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as e:
         reason = type(e).__name__
-        raise DigitrecError(f"{checkpoint_dir / STATE_FILE}: not a loadable training state ({reason})") from None
+        raise DigitrecError(f"{checkpoint_dir / STATE_FILE}: not a loadable training state ({reason})",
+                             code="invalid_model") from None
     return weights, meta, state
 
 

@@ -185,7 +185,7 @@ def _cmd_read(a) -> int:
 
 
 def _cmd_serve(a) -> int:
-    from .serve.app import serve
+    from .serve import serve
 
     if a.workers < 1 or a.max_bytes < 1 or not 0 < a.port < 65536:
         raise DigitrecError("--workers and --max-bytes must be positive, --port in 1-65535")

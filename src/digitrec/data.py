@@ -209,7 +209,7 @@ def fetch(dataset: str = "mnist", data_dir: str | os.PathLike = "data", force: b
         if not missing:
             log(f"{spec.name}: verified {len(spec.sha256)} files in {raw}")
             return raw
-    raise DigitrecError(f"could not fetch {spec.name}: " + " | ".join(failures))
+    raise DigitrecError(f"could not fetch {spec.name}: " + " | ".join(failures), code="data_unavailable")
 
 
 def data_hashes(dataset: str, data_dir: str | os.PathLike) -> dict[str, str]:
@@ -227,7 +227,7 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DigitrecError(f"{path} not found: run `digitrec fetch` first") from None
+        raise DigitrecError(f"{path} not found: run `digitrec fetch` first", code="data_unavailable") from None
     except OSError as e:
         raise DigitrecError(f"{path}: cannot read ({e.strerror})") from None
     header = 4 + 4 * ndim
@@ -263,7 +263,8 @@ class Split:
 def load_split(dataset: str = "mnist", data_dir: str | os.PathLike = "data", train: bool = True) -> Split:
     raw = raw_dir(dataset, data_dir)
     if not raw.is_dir():
-        raise DigitrecError(f"no data in {raw}: run `digitrec fetch --dataset {dataset} --data-dir {data_dir}`")
+        raise DigitrecError(f"no data in {raw}: run `digitrec fetch --dataset {dataset} --data-dir {data_dir}`",
+                            code="data_unavailable")
     image_file, label_file = (TRAIN_IMAGES, TRAIN_LABELS) if train else (TEST_IMAGES, TEST_LABELS)
     images, labels = read_idx(raw / image_file, 3), read_idx(raw / label_file, 1)
     if len(images) != len(labels):

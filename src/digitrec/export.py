@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DigitrecError
+from .errors import DigitrecError, missing_dependency
 
 META_KEY = "digitrec"
 MAX_LOGIT_DIFF = 1e-4
@@ -38,15 +38,15 @@ class OnnxModel:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise DigitrecError("onnxruntime is not installed: pip install 'digitrec[export]'") from None
+            raise missing_dependency("onnxruntime", "export") from None
         if not Path(path).is_file():
-            raise DigitrecError(f"model file {path} not found")
+            raise DigitrecError(f"model file {path} not found", code="not_found")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as e:
-            raise DigitrecError(f"{path} is not a loadable ONNX model ({type(e).__name__})") from None
+            raise DigitrecError(f"{path} is not a loadable ONNX model ({type(e).__name__})", code="invalid_model") from None
         custom = self.session.get_modelmeta().custom_metadata_map
         self.meta = json.loads(custom[META_KEY]) if META_KEY in custom else {}
         self.input = self.session.get_inputs()[0].name
@@ -79,7 +79,11 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
     example = torch.rand(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     if fmt == "onnx":
-        import onnx
+        try:
+            import onnx
+            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+        except ModuleNotFoundError as e:
+            raise missing_dependency(e.name or "onnx", "export") from None
 
         program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
                                     dynamic_shapes={"x": {0: batch}}, verbose=False)
@@ -99,7 +103,7 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
             f"{result['same_predictions']}, max |logit difference| {result['max_abs_logit_diff']:.2e}")
         if not result["same_predictions"] or result["max_abs_logit_diff"] >= MAX_LOGIT_DIFF:
             raise DigitrecError(f"exported model disagrees with PyTorch (max |logit difference| "
-                                f"{result['max_abs_logit_diff']:.2e}); {out} is not to be trusted")
+                                f"{result['max_abs_logit_diff']:.2e}); {out} is not to be trusted", code="internal")
     return result
 
 

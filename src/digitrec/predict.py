@@ -88,8 +88,11 @@ def describe(probs: np.ndarray, topk: int) -> dict:
             "topk": [[int(d), float(probs[d])] for d in order], "uncertain": confidence < UNCERTAIN_BELOW}
 
 
-def empty_record(path: str, error: str | None) -> dict:
-    return {"path": path, "digit": None, "confidence": 0.0, "topk": [], "uncertain": True, "error": error}
+def empty_record(path: str, error: str | None, code: str = "invalid_image") -> dict:
+    """The record of an image with no prediction: an error (with its code), or no ink."""
+    verdict = "no_ink" if code == "no_ink" else "error"
+    return {"path": path, "digit": None, "confidence": 0.0, "topk": [], "uncertain": True, "verdict": verdict,
+            "error": error, "error_code": code}
 
 
 @dataclass
@@ -102,10 +105,11 @@ class Source:
             return sys.stdin.buffer.read(MAX_BYTES + 1)
         try:
             if self.path.stat().st_size > MAX_BYTES:
-                raise DigitrecError(f"{TOO_LARGE} ({self.path.stat().st_size} bytes; the limit is {MAX_BYTES})")
+                raise DigitrecError(f"{TOO_LARGE} ({self.path.stat().st_size} bytes; the limit is {MAX_BYTES})",
+                                    code="too_large")
             return self.path.read_bytes()
         except FileNotFoundError:
-            raise DigitrecError("file not found") from None
+            raise DigitrecError("file not found", code="not_found") from None
         except IsADirectoryError:
             raise DigitrecError("is a directory") from None
         except PermissionError:
@@ -143,16 +147,16 @@ def predict_images(items: list[tuple[str, bytes]], predictor: Predictor, topk: i
         try:
             ink = find_ink(decode(data)[0])
         except DigitrecError as e:
-            records.append(empty_record(name, str(e)))
+            records.append(empty_record(name, str(e), e.code))
             continue
         if ink.empty:
-            records.append(empty_record(name, NO_INK))
+            records.append(empty_record(name, NO_INK, "no_ink"))
             continue
         records.append({"path": name})
         digits.append(to_mnist(ink))
         where.append(len(records) - 1)
     for i, probs, digit in zip(where, predictor.probabilities(digits), digits):
-        records[i].update(describe(probs, topk), error=None)
+        records[i].update(describe(probs, topk), error=None, error_code=None)
         if include_image:
             records[i]["image"] = to_png(digit)
         if save_preprocessed:
@@ -173,17 +177,17 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
         try:
             grey, scale = decode(data)
         except DigitrecError as e:
-            records.append({"path": name, "text": "", "digits": [], "error": str(e)})
+            records.append({"path": name, "text": "", "digits": [], "error": str(e), "error_code": e.code})
             continue
         pieces = segment(find_ink(grey))
         if not pieces:
-            records.append({"path": name, "text": "", "digits": [], "error": NO_INK})
+            records.append({"path": name, "text": "", "digits": [], "error": NO_INK, "error_code": "no_ink"})
             continue
         probs = predictor.probabilities([to_mnist(ink) for ink, _ in pieces])
         digits = [{"digit": int(p.argmax()), "confidence": float(p.max()),
                    "box": [round(v * scale) for v in box]} for p, (_, box) in zip(probs, pieces)]
         records.append({"path": name, "text": "".join(str(d["digit"]) for d in digits), "digits": digits,
-                        "error": None})
+                        "error": None, "error_code": None})
         if annotate:
             target = Path(annotate)
             if several:
@@ -218,7 +222,7 @@ CHUNK = 1024  # files read and predicted together: memory stays bounded for fold
 def _in_chunks(specs: list[str], run, failed_record) -> list[dict]:
     """Expand `specs`, read the files CHUNK at a time, run(items, offset of the chunk, whether there are
     several sources) on the readable ones; records come back in input order, an unreadable file's record
-    made by failed_record(name, message)."""
+    made by failed_record(name, message, error code)."""
     sources, records = expand(specs), []
     for start in range(0, len(sources), CHUNK):
         items, slots = [], []
@@ -227,7 +231,7 @@ def _in_chunks(specs: list[str], run, failed_record) -> list[dict]:
                 items.append((source.name, source.read()))
                 slots.append(None)
             except DigitrecError as e:
-                slots.append(failed_record(source.name, str(e)))
+                slots.append(failed_record(source.name, str(e), e.code))
         done = iter(run(items, start, len(sources) > 1))
         records += [slot if slot is not None else next(done) for slot in slots]
     return records
@@ -243,7 +247,8 @@ def predict_paths(specs: list[str], predictor: Predictor, topk: int = 3,
 def read_paths(specs: list[str], predictor: Predictor, annotate: str | os.PathLike | None = None) -> list[dict]:
     """`digitrec read`: paths, folders, globs or '-' -> one line-reading record per image, in order."""
     return _in_chunks(specs, lambda items, first, several: read_images(items, predictor, annotate, first, several),
-                      lambda name, error: {"path": name, "text": "", "digits": [], "error": error})
+                      lambda name, error, code: {"path": name, "text": "", "digits": [], "error": error,
+                                                 "error_code": code})
 
 
 # ---------------------------------------------------------------------------------------------------

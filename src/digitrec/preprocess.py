@@ -44,27 +44,28 @@ def decode(data: bytes) -> tuple[np.ndarray, float]:
     """Image bytes (any format Pillow reads) -> (grey float32 [H, W] in [0, 1] with dark = 0, scale), where
     scale = original width / analysed width (> 1 when a big image was shrunk to WORK_SIDE)."""
     if len(data) > MAX_BYTES:
-        raise DigitrecError(f"{TOO_LARGE} ({len(data)} bytes; the limit is {MAX_BYTES})")
+        raise DigitrecError(f"{TOO_LARGE} ({len(data)} bytes; the limit is {MAX_BYTES})", code="too_large")
     if not data:
-        raise DigitrecError("empty file: not an image")
+        raise DigitrecError("empty file: not an image", code="invalid_image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_PIXELS:
                 raise DigitrecError(f"{TOO_LARGE} ({image.width}x{image.height} pixels; "
-                                    f"the limit is {MAX_PIXELS:,} pixels)")
+                                    f"the limit is {MAX_PIXELS:,} pixels)", code="too_large")
             image.seek(0)  # first frame of an animation
             image = ImageOps.exif_transpose(image)
             image.load()
     except DigitrecError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DigitrecError(f"{TOO_LARGE} (over {MAX_PIXELS:,} pixels)") from None
+        raise DigitrecError(f"{TOO_LARGE} (over {MAX_PIXELS:,} pixels)", code="too_large") from None
     except Image.UnidentifiedImageError:
-        raise DigitrecError("not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP ...)") from None
+        raise DigitrecError("not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP ...)",
+                            code="unsupported_format") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated or corrupt data
-        raise DigitrecError(f"cannot decode image: {e}") from None
+        raise DigitrecError(f"cannot decode image: {e}", code="invalid_image") from None
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Canvas drawings are often strokes on a transparent background: composite on white paper.
         rgba = image.convert("RGBA")
