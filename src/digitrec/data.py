@@ -291,3 +291,32 @@ def batches(split: Split, batch_size: int,
             index = order[start:start + batch_size]
             images, labels = split.images[index], split.labels[index]
         yield to_float(images), labels
+
+
+VALIDATION_SEED = 20261129  # one fixed carve of the training split, the same for every run and variant
+
+
+def validation_indices(labels: torch.Tensor, size: int, seed: int = VALIDATION_SEED) -> torch.Tensor:
+    """Indices of a stratified validation sample of `size` images (each class in its share of the split),
+    sorted.  The same labels, size and seed always give the same indices."""
+    if not 0 < size < len(labels):
+        raise DigitrecError(f"a validation split of {size} images needs 0 < size < {len(labels)}")
+    generator = torch.Generator().manual_seed(seed)
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1)
+    # Largest-remainder rounding, so the class shares add up to exactly `size`.
+    exact = counts.double() * size / len(labels)
+    take = exact.floor().long()
+    take[torch.argsort(exact - take, descending=True)[:size - int(take.sum())]] += 1
+    chosen = []
+    for c, k in enumerate(take.tolist()):
+        members = torch.nonzero(labels == c).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:k]])
+    return torch.cat(chosen).sort().values
+
+
+def split_validation(train: Split, size: int, seed: int = VALIDATION_SEED) -> tuple[Split, Split]:
+    """(what is left to train on, the validation split): a seeded, stratified carve of `size` images."""
+    held = validation_indices(train.labels, size, seed)
+    keep = torch.ones(len(train), dtype=torch.bool)
+    keep[held] = False
+    return Split(train.images[keep], train.labels[keep]), Split(train.images[held], train.labels[held])

@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel
 from . import __version__, distributed
 from .augment import random_affine
 from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint, save_checkpoint, save_model
-from .data import batches, data_hashes, dataset_spec, load_split, say
+from .data import batches, data_hashes, dataset_spec, load_split, say, split_validation
 from .errors import DigitrecError
 from .evaluate import evaluate_split
 from .memory import keep_freed_memory
@@ -124,8 +124,12 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
         raise DigitrecError(f"--batch-size {recipe.batch_size} (global) must divide by the {world.size} processes")
     spec = dataset_spec(dataset)
     train_split, test_split = load_split(dataset, data_dir, True), load_split(dataset, data_dir, False)
+    val_split = None
+    if recipe.validation:  # held out of training, for choosing things afterwards; the test set is only reported
+        train_split, val_split = split_validation(train_split, recipe.validation)
     if dev.type == "cuda":  # the whole data set fits on any GPU: no host-to-device copies per batch
         train_split, test_split = train_split.to(dev), test_split.to(dev)
+        val_split = val_split.to(dev) if val_split is not None else None
 
     torch.manual_seed(seed)  # initial weights
     net = build_model(recipe.model).to(dev)
@@ -214,6 +218,9 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
         lr = scheduler.get_last_lr()[0]
         row = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": ev.loss, "test_accuracy": ev.accuracy,
                "lr": lr, "seconds": train_seconds, "images_per_second": n_used / train_seconds}
+        if val_split is not None:
+            val = evaluate_split(eval_model, val_split, recipe.eval_batch_size, dev)
+            row.update(val_loss=val.loss, val_accuracy=val.accuracy)
         history.append(row)
         if run_dir is not None and world.is_main:
             state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -223,8 +230,9 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             save_checkpoint(run_dir, epoch + 1, net, meta(epoch + 1, ev.accuracy), state)
             _write_metrics(run_dir, history)
         if world.is_main:  # after the checkpoint: a line printed means the epoch is safe on disk
+            validation = f"Val Accuracy: {row['val_accuracy']:.2f}%, " if val_split is not None else ""
             log(f"Epoch [{epoch + 1}/{recipe.epochs}], Average Loss: {train_loss:.4f}, LR: {lr:.6f}, "
-                f"Test Loss: {ev.loss:.4f}, Test Accuracy: {ev.accuracy:.2f}%, {train_seconds:.1f} s")
+                f"{validation}Test Loss: {ev.loss:.4f}, Test Accuracy: {ev.accuracy:.2f}%, {train_seconds:.1f} s")
 
     # Per epoch a plain evaluation tracks progress; test-time shifts cost five evaluations, so only the final
     # model, measured the way it will predict, gets them.
