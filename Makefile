@@ -6,7 +6,7 @@ DATA   ?= data
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := runs/seed-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run test install install-test data data-fashion browser bench bench-seed bench-infer bench-serve clean
+.PHONY: run test install install-test data data-fashion browser fonts bench bench-seed bench-infer bench-serve bench-trust clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +39,20 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || \
 	  echo "chromium not installed: browser tests will be skipped"
 
+# Handwriting fonts: the trust benchmark's digits and letters in other hands (never trained on; needs root).
+FONTS := fonts-breip fonts-bwht fonts-dkg-handwriting fonts-femkeklaver fonts-humor-sans fonts-klee \
+         fonts-rufscript fonts-sjfonts fonts-yusei-magic fonts-dejavu-core
+fonts:
+	@[ -f /usr/share/fonts/truetype/humor-sans/Humor-Sans.ttf ] || { [ "$$(id -u)" = 0 ] && \
+	  { apt-get install -y -qq --no-install-recommends $(FONTS) >/dev/null 2>&1 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONTS) >/dev/null; }; }; } || \
+	  echo "handwriting fonts not installed: the trust tests and benchmark will skip or stop"
+
 run: data
 	$(BIN)/digitrec train --recipe seed --data-dir $(DATA) --out $(RUN) --progress lines
 	$(BIN)/digitrec evaluate $(RUN) --data-dir $(DATA)
 
-test: install-test data data-fashion browser
+test: install-test data data-fashion browser fonts
 	DIGITREC_DATA=$(DATA) $(BIN)/pytest -q -rs
 
 bench-seed: data
@@ -51,12 +60,16 @@ bench-seed: data
 
 bench: data
 	$(BIN)/python -m benchmarks.training --data-dir $(DATA)
+	$(BIN)/python -m benchmarks.precision --data-dir $(DATA)
 
 bench-infer: install-test data
 	$(BIN)/python -m benchmarks.infer --data-dir $(DATA)
 
 bench-serve: install-test data
 	$(BIN)/python -m benchmarks.serve --data-dir $(DATA) --clients 32 --requests 200
+
+bench-trust: install data data-fashion fonts
+	mkdir -p runs && $(BIN)/python -m benchmarks.trust --data-dir $(DATA) --json runs/trust.json
 
 clean:
 	rm -rf runs .pytest_cache

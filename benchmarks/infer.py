@@ -21,7 +21,8 @@ from PIL import Image
 
 from digitrec.checkpoint import load_model
 from digitrec.data import load_split
-from digitrec.export import OnnxModel, export
+from digitrec.export import export
+from digitrec.inference import OnnxBackend
 from digitrec.predict import default_model_path
 
 from .common import machine
@@ -47,7 +48,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export(args.model, "onnx", onnx_path, data_dir=None, log=lambda m: None)
-        session = OnnxModel(onnx_path)
+        session = OnnxBackend(onnx_path)
         torch_fn = lambda x: model(torch.from_numpy(x))
         print(f"| model `{meta['architecture']}` | batch 1 | batch 256 |\n|---|---|---|")
         with torch.no_grad():

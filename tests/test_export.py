@@ -11,7 +11,8 @@ import pytest
 from conftest import run_cli
 from test_serve import start_server
 
-from digitrec.export import OnnxModel, export
+from digitrec.export import export
+from digitrec.inference import OnnxBackend
 from digitrec.predict import default_model_path
 
 
@@ -29,7 +30,7 @@ def test_onnx_matches_pytorch_on_the_whole_test_set(onnx_model):
     assert result["test_images"] == 10_000 and result["same_predictions"] is True
     assert result["max_abs_logit_diff"] < 1e-4
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # one self-contained file, no external data
-    model = OnnxModel(path)
+    model = OnnxBackend(path)
     assert model.meta["architecture"] == "wide"
     for batch in (1, 7, 256):  # a free batch axis
         logits = model.logits(np.random.default_rng(batch).random((batch, 1, 28, 28), dtype=np.float32))

@@ -92,6 +92,7 @@ def test_blank_images_are_no_ink_not_a_digit(image, predictor):
     assert preprocess(png(image)) is None
     record = predict_images([("blank", png(image))], predictor)[0]
     assert record["digit"] is None and record["error"] == NO_INK and record["uncertain"]
+    assert record["verdict"] == "no_ink" and record["error_code"] == "no_ink"
 
 
 def test_a_transparent_canvas_is_blank_and_strokes_on_it_are_ink():
@@ -156,8 +157,9 @@ def test_predict_cli_json_folder_recursion_and_preprocessed(image_dir, tmp_path,
     assert result.returncode == 0, result.stderr
     records = json.loads(result.stdout)
     assert [r["digit"] for r in records] == test_split.labels[:4].tolist()
-    assert set(records[0]) == {"path", "digit", "confidence", "topk", "uncertain", "error"}
+    assert set(records[0]) == {"path", "digit", "confidence", "topk", "uncertain", "verdict", "error", "error_code"}
     assert len(records[0]["topk"]) == 2 and records[0]["error"] is None
+    assert all(r["verdict"] == "digit" and not r["uncertain"] for r in records)
     seen = sorted((tmp_path / "seen").glob("*.png"))
     assert len(seen) == 4 and Image.open(seen[0]).size == (28, 28)
 
@@ -169,7 +171,8 @@ def test_predict_cli_stdin_glob_and_csv(image_dir, test_split):
     assert result.returncode == 0 and result.stdout.startswith(f"-: {int(test_split.labels[0])} ")
     result = run_cli("predict", str(image_dir / "nested" / "d*.png"), "--format", "csv")
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "path,digit,confidence,topk,uncertain,error" and len(lines) == 5
+    assert lines[0] == "path,digit,verdict,confidence,topk,uncertain,error" and len(lines) == 5
+    assert all(line.split(",")[2] == "digit" for line in lines[1:])
 
 
 def test_predict_cli_bad_files_are_reported_and_the_rest_still_run(image_dir, tmp_path):
@@ -183,6 +186,9 @@ def test_predict_cli_bad_files_are_reported_and_the_rest_still_run(image_dir, tm
     records = {r["path"].rsplit("/", 1)[-1]: r for r in json.loads(result.stdout)}
     assert "not an image" in records["bad.png"]["error"] and records["d1.png"]["error"] is None
     assert records["missing.png"]["error"] == "file not found" and "too large" in records["big.png"]["error"]
+    assert {name: r["error_code"] for name, r in records.items()} == {
+        "bad.png": "unsupported_format", "d1.png": None, "missing.png": "not_found", "big.png": "too_large"}
+    assert [r["verdict"] for r in records.values()].count("error") == 3 and records["d1.png"]["verdict"] == "digit"
 
 
 @pytest.mark.parametrize("args", [["--topk", "0"], ["--format", "xml"], ["--backend", "onnxruntime"]])
@@ -197,7 +203,8 @@ def test_read_cli_json_and_annotation(image_dir, tmp_path, test_split):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)[0]
     assert record["text"] == "".join(str(int(d)) for d in test_split.labels[:4])
-    assert set(record) == {"path", "text", "digits", "error"}
+    assert set(record) == {"path", "text", "digits", "error", "error_code"}
+    assert all(d["verdict"] == "digit" for d in record["digits"])
     annotated = Image.open(tmp_path / "a.png")
     assert annotated.mode == "RGB" and annotated.width == Image.open(image_dir / "line.png").width
     blank = tmp_path / "blank.png"

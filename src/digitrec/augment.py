@@ -1,5 +1,6 @@
-"""Augmentation of whole batches on the batch's device: one random affine map per image, applied with a
-single affine_grid + grid_sample call (no per-sample Python, no extra dependency)."""
+"""Augmentation of whole batches on the batch's device: per image one random affine map and, if the recipe asks,
+a smooth elastic warp, applied with a single affine_grid + grid_sample call; then an optional random change of
+stroke weight.  No per-sample Python, no extra dependency."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from .recipes import Augment
 
 
 def random_affine(x: torch.Tensor, aug: Augment) -> torch.Tensor:
-    """Rotate, scale and shift each image of x [N, C, H, W] by its own draw from the global RNG."""
-    n = x.shape[0]
+    """Distort each image of x [N, C, H, W] by its own draws from the global RNG: rotate, scale and shift;
+    warp elastically; thicken or thin the strokes."""
+    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     rand = lambda: torch.rand(n, device=x.device) * 2 - 1  # uniform in [-1, 1]
     angle = rand() * math.radians(aug.degrees)
     lo, hi = aug.scale
@@ -23,4 +25,15 @@ def random_affine(x: torch.Tensor, aug: Augment) -> torch.Tensor:
     tx, ty = rand() * 2 * aug.translate, rand() * 2 * aug.translate
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if aug.elastic > 0:
+        # A random displacement on a coarse 4x4 lattice, smoothly upsampled: the whole digit bends a little, as
+        # another hand would draw it (Simard et al. 2003 smooth a per-pixel field; this is the cheap equivalent).
+        coarse = torch.randn(n, 2, 4, 4, device=x.device, dtype=x.dtype) * (aug.elastic / 2 * 2 / w)
+        grid = grid + F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False).permute(0, 2, 3, 1)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if aug.thickness > 0:
+        # Other pens: move each image part of the way towards its 3x3 dilation (thicker) or erosion (thinner).
+        s = (rand() * aug.thickness).view(n, 1, 1, 1).to(x.dtype)
+        thicker, thinner = F.max_pool2d(out, 3, 1, 1), -F.max_pool2d(-out, 3, 1, 1)
+        out = out + s.clamp(min=0) * (thicker - out) + (-s).clamp(min=0) * (thinner - out)
+    return out

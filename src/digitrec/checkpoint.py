@@ -167,26 +167,3 @@ def load_checkpoint(checkpoint_dir: str | os.PathLike) -> tuple[dict[str, torch.
         raise DigitrecError(f"{checkpoint_dir / STATE_FILE}: not a loadable training state ({reason})",
                              code="invalid_model") from None
     return weights, meta, state
-
-
-def build_ensemble(paths: list[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Combine models of the same data set into one Ensemble model file (probabilities averaged); every
-    command that takes a model takes it."""
-    from .models import Ensemble
-
-    if len(paths) < 2:
-        raise DigitrecError("an ensemble needs at least two models")
-    loaded = [load_model(p) for p in paths]
-    datasets = {meta.get("dataset", "mnist") for _, meta in loaded}
-    if len(datasets) > 1:
-        raise DigitrecError(f"the models were trained on different data sets: {', '.join(sorted(datasets))}")
-    if any(meta.get("architecture") == "ensemble" for _, meta in loaded):
-        raise DigitrecError("ensembles of ensembles are not supported: list their member models instead")
-    first = loaded[0][1]
-    meta = {"format": 1, "architecture": "ensemble", "members": [m["architecture"] for _, m in loaded],
-            "member_files": [str(resolve_model_path(p)) for p in paths],
-            "member_test_accuracy": [m.get("test_accuracy") for _, m in loaded],
-            "recipe": {"tta": all(m.get("recipe", {}).get("tta", False) for _, m in loaded)},
-            "dataset": first.get("dataset", "mnist"), "classes": first.get("classes"),
-            "data_sha256": first.get("data_sha256"), "test_accuracy": None}
-    return save_model(Path(out) / MODEL_FILE, Ensemble([model for model, _ in loaded]), meta)

@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", help="run folder (default: runs/<recipe>-<date>-<time>)")
     c.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run where its last checkpoint ends")
     c.add_argument("--compile", action="store_true", help="torch.compile the model (mostly useful on CUDA)")
+    c.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="override the recipe's: auto = bf16 autocast where the hardware has bf16 (not for seed)")
     c.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
                    help="a progress bar per epoch (bar), per-epoch lines only (lines), or bar on a terminal (auto)")
 
@@ -99,6 +101,8 @@ def _parser() -> argparse.ArgumentParser:
                 "  digitrec evaluate runs/best-ensemble")
     c.add_argument("models", nargs="+", metavar="MODEL", help="model files or run folders (two or more)")
     c.add_argument("--out", required=True, help="folder for the ensemble's model.safetensors")
+    c.add_argument("--data-dir", default="data", help="where the validation split for calibration is (default: data)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
     c = command("export", "export a model for deployment: ONNX (onnxruntime) or torch.export (.pt2), verified",
                 "  digitrec export runs/best-20261128-101500 --format onnx --out best.onnx\n"
@@ -136,13 +140,13 @@ def _cmd_train(a) -> int:
     progress = {"auto": None, "bar": True, "lines": False}[a.progress]
     if a.resume:
         train(recipe, out=a.resume, resume=True, device=a.device, data_dir=a.data_dir, compile=a.compile,
-              progress=progress)
+              progress=progress, precision=a.precision)
         return 0
     out = a.out or default_run_dir(recipe, a.dataset)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process speaks for all
         print(f"run folder: {out}")
     train(recipe, dataset=a.dataset, data_dir=a.data_dir, out=out, seed=a.seed, device=a.device,
-          compile=a.compile, progress=progress)
+          compile=a.compile, progress=progress, precision=a.precision)
     return 0
 
 
@@ -194,9 +198,9 @@ def _cmd_serve(a) -> int:
 
 
 def _cmd_ensemble(a) -> int:
-    from .checkpoint import build_ensemble
+    from .ensemble import build_ensemble
 
-    print(f"wrote {build_ensemble(a.models, a.out)}")
+    print(f"wrote {build_ensemble(a.models, a.out, a.data_dir, a.device)}")
     return 0
 
 

@@ -1,9 +1,12 @@
 """Export for deployment: ONNX (one file, free batch axis) and torch.export (.pt2).
 
 An exported model takes float32 [N, 1, 28, 28] in [0, 1], exactly as training saw the data (normalisation,
-where a model has it, is inside the graph) and returns the 10 logits.  Right after writing, the file is run on
-the whole MNIST test set and compared with the PyTorch model.  `OnnxModel` runs an .onnx file with
-onnxruntime alone: no PyTorch in the inference path.
+where a model has it, is inside the graph) and returns 10 calibrated logits: the graph is
+`inference.predictive_model`, so the recipe's test-time shifts and the calibration temperature are inside it
+and softmax(output) is the probability every digitrec command reports.  The metadata (with
+`calibration.in_graph = true`) travels in the file.  Right after writing, the file is run on the whole test set
+and compared with the PyTorch model.  `inference.OnnxBackend` runs an .onnx file with onnxruntime alone: no
+PyTorch in the inference path.
 """
 
 from __future__ import annotations
@@ -15,49 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DigitrecError, missing_dependency
+from .inference import META_KEY, Calibration, OnnxBackend
 
-META_KEY = "digitrec"
 MAX_LOGIT_DIFF = 1e-4
-
-
-def backend_of(path: Path, backend: str | None) -> str:
-    """Which runtime a model file needs: .onnx -> onnxruntime, anything else -> torch."""
-    is_onnx = Path(path).suffix == ".onnx"
-    if backend not in (None, "torch", "onnxruntime"):
-        raise DigitrecError(f"unknown backend {backend!r}; use torch or onnxruntime")
-    if is_onnx and backend == "torch":
-        raise DigitrecError(f"{path} is an ONNX model: use --backend onnxruntime")
-    if not is_onnx and backend == "onnxruntime":
-        raise DigitrecError("--backend onnxruntime needs an .onnx model: make one with "
-                            "`digitrec export MODEL --format onnx`")
-    return "onnxruntime" if is_onnx else "torch"
-
-
-class OnnxModel:
-    def __init__(self, path: str | os.PathLike) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise missing_dependency("onnxruntime", "export") from None
-        if not Path(path).is_file():
-            raise DigitrecError(f"model file {path} not found", code="not_found")
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as e:
-            raise DigitrecError(f"{path} is not a loadable ONNX model ({type(e).__name__})", code="invalid_model") from None
-        custom = self.session.get_modelmeta().custom_metadata_map
-        self.meta = json.loads(custom[META_KEY]) if META_KEY in custom else {}
-        self.input = self.session.get_inputs()[0].name
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input: x.astype(np.float32)})[0]
-
-    def probabilities(self, x: np.ndarray) -> np.ndarray:
-        z = self.logits(x)
-        z = np.exp(z - z.max(1, keepdims=True))
-        return z / z.sum(1, keepdims=True)
 
 
 def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike | None = None,
@@ -72,8 +35,12 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
     log = log or say
     if fmt not in ("onnx", "pt2"):
         raise DigitrecError(f"unknown export format {fmt!r}; use onnx or pt2")
+    from .inference import predictive_model
+
     source = resolve_model_path(model_path)
-    model, meta = load_model(source, "cpu")
+    network, meta = load_model(source, "cpu")
+    model = predictive_model(network, meta)  # shifts and temperature inside the graph
+    meta = {**meta, "calibration": {**Calibration.from_meta(meta).to_dict(), "in_graph": True}}
     out = Path(out) if out else source.with_suffix(f".{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 1, 28, 28)
@@ -90,7 +57,7 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
         proto = program.model_proto
         onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta)})
         onnx.save_model(proto, str(out), save_as_external_data=False)
-        run = OnnxModel(out).logits
+        run = OnnxBackend(out).logits
     else:
         program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
         torch.export.save(program, str(out), extra_files={f"{META_KEY}.json": json.dumps(meta)})

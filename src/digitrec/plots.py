@@ -71,3 +71,25 @@ def mistakes(images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tens
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def reliability_diagram(bins: list[dict], ece: float, path: str | os.PathLike, title: str = "") -> None:
+    """Accuracy against confidence per bin (calibration.reliability), with the share of predictions per bin:
+    a calibrated model's bars sit on the diagonal."""
+    fig, (ax, ax_count) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    width = bins[0]["upper"] - bins[0]["lower"]
+    filled = [b for b in bins if b["count"]]
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
+           edgecolor="black", alpha=0.7, label="accuracy in bin")
+    ax.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "o", color="C3", ms=4,
+            label="(mean confidence, accuracy)")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02), title=f"{title}  ECE {ece:.2%}".strip())
+    ax.legend(loc="upper left", fontsize=8)
+    total = sum(b["count"] for b in bins)
+    ax_count.bar([b["lower"] for b in bins], [b["count"] / total for b in bins], width=width, align="edge",
+                 edgecolor="black", color="C2")
+    ax_count.set(xlabel="confidence (top probability)", ylabel="share", yscale="log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

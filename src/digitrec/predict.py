@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DigitrecError
+from .inference import describe, softmax
 from .preprocess import MAX_BYTES, TOO_LARGE, decode, find_ink, to_mnist, to_png
 from .segment import segment
 
-UNCERTAIN_BELOW = 0.70  # a prediction whose probability is under this is flagged `uncertain`
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 NO_INK = "no ink found: the image is blank or uniform"
 
@@ -36,56 +36,32 @@ def default_model_path() -> Path:
 
 class Predictor:
     """A loaded model (PyTorch, or an exported ONNX file run by onnxruntime) that maps 28x28 images to
-    probabilities over the 10 classes."""
+    calibrated probabilities over the 10 digits, and those to verdicts (inference.Calibration)."""
 
     def __init__(self, model: str | os.PathLike | None = None, backend: str | None = None, device: str = "cpu",
                  batch_size: int = 256) -> None:
-        from .export import OnnxModel, backend_of
+        from .inference import load_backend
 
-        path = Path(model) if model else default_model_path()
+        self.path = Path(model) if model else default_model_path()
+        self.runner = load_backend(self.path, backend, device)
+        self.backend, self.meta, self.calibration = self.runner.name, self.runner.meta, self.runner.calibration
         self.batch_size = batch_size
-        self.backend = backend_of(path, backend)
-        if self.backend == "onnxruntime":
-            self.onnx = OnnxModel(path)
-            self.meta, self.tta = self.onnx.meta, False
-        else:
-            from .checkpoint import load_model
-
-            self.model, self.meta = load_model(path, device)
-            self.device = device
-            self.tta = bool(self.meta.get("recipe", {}).get("tta", False))
-        self.path = path
         # One model call at a time: callers in several threads (the server) still decode and preprocess in
         # parallel, and the model's own intra-op threads are not oversubscribed.
         self.lock = threading.Lock()
 
     def probabilities(self, digits: list[np.ndarray]) -> np.ndarray:
-        """[N] float32 28x28 images in [0, 1] -> [N, 10] probabilities.  Thread-safe."""
+        """[N] float32 28x28 images in [0, 1] -> [N, 10] calibrated probabilities.  Thread-safe."""
         if not digits:
             return np.zeros((0, 10), np.float32)
         with self.lock:
-            return self._probabilities(digits)
+            return np.concatenate([softmax(self.runner.logits(np.stack(digits[s:s + self.batch_size])[:, None]
+                                                              .astype(np.float32)))
+                                   for s in range(0, len(digits), self.batch_size)])
 
-    def _probabilities(self, digits: list[np.ndarray]) -> np.ndarray:
-        out = []
-        for start in range(0, len(digits), self.batch_size):
-            x = np.stack(digits[start:start + self.batch_size])[:, None].astype(np.float32)
-            if self.backend == "onnxruntime":
-                out.append(self.onnx.probabilities(x))
-            else:
-                import torch
-
-                from .evaluate import predict_proba
-
-                out.append(predict_proba(self.model, torch.from_numpy(x).to(self.device), self.tta).cpu().numpy())
-        return np.concatenate(out)
-
-
-def describe(probs: np.ndarray, topk: int) -> dict:
-    order = np.argsort(-probs)[:topk]
-    confidence = float(probs[order[0]])
-    return {"digit": int(order[0]), "confidence": confidence,
-            "topk": [[int(d), float(probs[d])] for d in order], "uncertain": confidence < UNCERTAIN_BELOW}
+    def describe(self, probs: np.ndarray, topk: int = 3) -> dict:
+        """digit, confidence, topk, uncertain, verdict for one image's probabilities."""
+        return describe(probs, self.calibration, topk)
 
 
 def empty_record(path: str, error: str | None, code: str = "invalid_image") -> dict:
@@ -156,7 +132,7 @@ def predict_images(items: list[tuple[str, bytes]], predictor: Predictor, topk: i
         digits.append(to_mnist(ink))
         where.append(len(records) - 1)
     for i, probs, digit in zip(where, predictor.probabilities(digits), digits):
-        records[i].update(describe(probs, topk), error=None, error_code=None)
+        records[i].update(predictor.describe(probs, topk), error=None, error_code=None)
         if include_image:
             records[i]["image"] = to_png(digit)
         if save_preprocessed:
@@ -184,20 +160,25 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
             records.append({"path": name, "text": "", "digits": [], "error": NO_INK, "error_code": "no_ink"})
             continue
         probs = predictor.probabilities([to_mnist(ink) for ink, _ in pieces])
-        digits = [{"digit": int(p.argmax()), "confidence": float(p.max()),
-                   "box": [round(v * scale) for v in box]} for p, (_, box) in zip(probs, pieces)]
-        records.append({"path": name, "text": "".join(str(d["digit"]) for d in digits), "digits": digits,
-                        "error": None, "error_code": None})
+        digits = []
+        for p, (_, box) in zip(probs, pieces):
+            found = predictor.describe(p, 1)
+            digits.append({"digit": found["digit"], "confidence": found["confidence"], "verdict": found["verdict"],
+                           "box": [round(v * scale) for v in box]})
+        # A mark that is not a digit keeps its box and reads as "?".
+        text = "".join("?" if d["digit"] is None else str(d["digit"]) for d in digits)
+        records.append({"path": name, "text": text, "digits": digits, "error": None, "error_code": None})
         if annotate:
             target = Path(annotate)
             if several:
                 target = target.with_name(f"{target.stem}-{first_index + index}{target.suffix or '.png'}")
-            draw_boxes(grey, [(d["digit"], d["confidence"], box) for d, (_, box) in zip(digits, pieces)], target)
+            draw_boxes(grey, [(d, box) for d, (_, box) in zip(digits, pieces)], target)
     return records
 
 
-def draw_boxes(grey: np.ndarray, found: list[tuple[int, float, tuple]], path: Path) -> None:
-    """The analysed image with a box per digit: the digit above it, its confidence below (orange: uncertain)."""
+def draw_boxes(grey: np.ndarray, found: list[tuple[dict, tuple]], path: Path) -> None:
+    """The analysed image with a box per digit: the digit above it ("?" for not a digit), its confidence below
+    (green: digit, orange: uncertain, red: not a digit)."""
     from PIL import Image, ImageDraw
 
     image = Image.fromarray((grey * 255).astype(np.uint8)).convert("RGB")
@@ -205,8 +186,10 @@ def draw_boxes(grey: np.ndarray, found: list[tuple[int, float, tuple]], path: Pa
     canvas = Image.new("RGB", (image.width, image.height + 2 * size + 8), "white")
     canvas.paste(image, (0, size + 4))
     draw = ImageDraw.Draw(canvas)
-    for digit, confidence, (x0, y0, x1, y1) in found:
-        colour = (0, 150, 0) if confidence >= UNCERTAIN_BELOW else (230, 110, 0)
+    colours = {"digit": (0, 150, 0), "uncertain": (230, 110, 0), "not_a_digit": (210, 0, 0)}
+    for record, (x0, y0, x1, y1) in found:
+        digit, confidence = "?" if record["digit"] is None else record["digit"], record["confidence"]
+        colour = colours[record["verdict"]]
         y0, y1 = y0 + size + 4, y1 + size + 4
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=2)
         draw.text(((x0 + x1) / 2, y0 - 2), str(digit), fill=colour, font_size=size, anchor="md")
@@ -258,7 +241,7 @@ def format_records(records: list[dict], fmt: str, kind: str) -> str:
     if fmt == "json":
         return json.dumps(records, indent=2)
     if kind == "predict":
-        columns = ["path", "digit", "confidence", "topk", "uncertain", "error"]
+        columns = ["path", "digit", "verdict", "confidence", "topk", "uncertain", "error"]
     else:
         columns = ["path", "text", "digits", "error"]
     if fmt == "csv":
@@ -275,8 +258,9 @@ def format_records(records: list[dict], fmt: str, kind: str) -> str:
             lines.append(f"{r['path']}: error: {r['error']}")
         elif kind == "predict":
             top = "  ".join(f"{d}:{p:.3f}" for d, p in r["topk"])
-            flag = "  (uncertain)" if r["uncertain"] else ""
-            lines.append(f"{r['path']}: {r['digit']}  confidence {r['confidence']:.3f}  top: {top}{flag}")
+            said = {"digit": "", "uncertain": "  (uncertain)", "not_a_digit": "  (not a digit)"}[r["verdict"]]
+            lines.append(f"{r['path']}: {'-' if r['digit'] is None else r['digit']}  confidence "
+                         f"{r['confidence']:.3f}  top: {top}{said}")
         else:
             confidences = " ".join(f"{d['confidence']:.2f}" for d in r["digits"])
             lines.append(f"{r['path']}: {r['text']}  (confidences {confidences})")

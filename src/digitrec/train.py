@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -24,9 +24,11 @@ from torch.optim.swa_utils import AveragedModel
 from . import __version__, distributed
 from .augment import random_affine
 from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint, save_checkpoint, save_model
-from .data import batches, data_hashes, dataset_spec, load_split, say, split_validation
+from .calibration import calibrate, expected_calibration_error
+from .data import (Split, batches, data_hashes, dataset_spec, load_split, say, split_validation, to_float,
+                   validation_indices)
 from .errors import DigitrecError
-from .evaluate import evaluate_split
+from .inference import autocast, evaluate_split, predictive_model, resolve_precision, select_device
 from .memory import keep_freed_memory
 from .models import build_model
 from .recipes import Recipe
@@ -46,22 +48,6 @@ SCHEDULES: dict[str, tuple[Callable, str]] = {
         opt, max_lr=r.lr, total_steps=steps, pct_start=r.warmup), "batch"),
     "constant": (lambda opt, r, steps: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0), "epoch"),
 }
-
-
-def select_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise DigitrecError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DigitrecError("--device cuda asked for, but PyTorch sees no CUDA GPU")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise DigitrecError("--device mps asked for, but PyTorch sees no Apple GPU")
-    return torch.device(name)
 
 
 def ema_with_warmup(decay: float) -> Callable:
@@ -85,6 +71,7 @@ class RunResult:
     history: list[dict]  # one row per epoch, as in metrics.jsonl
     run_dir: Path | None
     test_accuracy: float  # percent, of the final model as it predicts (with the recipe's test-time shifts)
+    meta: dict | None = None  # the saved model's metadata (calibration, precision, ...)
 
 
 def _start_run_dir(out: Path, resume: bool) -> dict | None:
@@ -101,13 +88,14 @@ def _start_run_dir(out: Path, resume: bool) -> dict | None:
 
 def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike = "data",
           out: str | os.PathLike | None = None, seed: int = 0, device: str = "auto", resume: bool = False,
-          compile: bool = False, progress: bool | None = None,
+          compile: bool = False, progress: bool | None = None, precision: str | None = None,
           log: Callable[[str], None] = say) -> RunResult:
     """Train `recipe` and evaluate on the test split after each epoch.
 
     out:    run folder for config.json, metrics.jsonl, curves.png, model.safetensors and checkpoints/
-            (None: write nothing).  resume=True continues the run in `out` with the recipe, seed and data
+                    (None: write nothing).  resume=True continues the run in `out` with the recipe, seed and data
             it was started with.
+    precision: auto | fp32 | bf16, overriding the recipe's (see inference.resolve_precision).
     """
     run_dir = Path(out) if out is not None else None
     if run_dir is not None:
@@ -117,7 +105,10 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
     elif resume:
         raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
 
+    if precision is not None:
+        recipe = recipe.with_overrides(precision=precision)
     dev = select_device(device)
+    precision = resolve_precision(recipe.precision, dev)
     keep_freed_memory()
     world = distributed.init(dev)
     if recipe.batch_size % world.size:
@@ -127,9 +118,16 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
     val_split = None
     if recipe.validation:  # held out of training, for choosing things afterwards; the test set is only reported
         train_split, val_split = split_validation(train_split, recipe.validation)
+    outliers = None
+    if recipe.outliers:  # non-digits mixed into every batch, trained towards "no digit in particular"
+        from .outliers import TRAIN_BANK, outlier_bank
+
+        outliers = torch.from_numpy(outlier_bank(data_dir, "train", TRAIN_BANK, log=log if world.is_main else _quiet))
     if dev.type == "cuda":  # the whole data set fits on any GPU: no host-to-device copies per batch
         train_split, test_split = train_split.to(dev), test_split.to(dev)
         val_split = val_split.to(dev) if val_split is not None else None
+        outliers = outliers.to(dev) if outliers is not None else None
+    n_outliers = round(recipe.batch_size // world.size * recipe.outliers)
 
     torch.manual_seed(seed)  # initial weights
     net = build_model(recipe.model).to(dev)
@@ -160,7 +158,7 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
 
     hashes = data_hashes(dataset, data_dir)
     config = {"recipe": recipe.to_dict(), "seed": seed, "dataset": dataset, "data_dir": str(data_dir),
-              "device": str(dev), "world_size": world.size,
+              "device": str(dev), "world_size": world.size, "precision": precision,
               "data_sha256": hashes, "command": sys.argv,
               "versions": {"python": platform.python_version(), "torch": torch.__version__, "digitrec": __version__}}
     if run_dir is not None and world.is_main and start_epoch == 0:
@@ -174,12 +172,11 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
         model = torch.compile(model)
     eval_model = ema.module if ema is not None else net
     show_bar = sys.stderr.isatty() if progress is None else progress
-    use_bf16 = dev.type == "cuda"
 
     def meta(epoch: int, accuracy: float) -> dict:
         return {"format": 1, "architecture": recipe.model, "recipe": recipe.to_dict(), "dataset": dataset,
                 "classes": list(spec.classes), "epoch": epoch, "test_accuracy": accuracy, "seed": seed,
-                "data_sha256": hashes, "digitrec_version": __version__}
+                "precision": precision, "data_sha256": hashes, "digitrec_version": __version__}
 
     for epoch in range(start_epoch, recipe.epochs):
         started = time.perf_counter()
@@ -191,11 +188,18 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
         bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}") if show_bar else None
         for step, (images, labels) in enumerate(batches(train_split, local_batch, order)):
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            if outliers is not None:  # drawn from the epoch's seeded RNG, like dropout: a resume replays them
+                pick = torch.randint(len(outliers), (n_outliers,), device=dev)
+                images = torch.cat([images, to_float(outliers[pick])])
             if recipe.augment.enabled:
                 images = random_affine(images, recipe.augment)
             images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", torch.bfloat16, enabled=use_bf16):
-                loss = criterion(model(images), labels)
+            with autocast(dev, precision):
+                logits = model(images).float()
+                loss = criterion(logits[:len(labels)], labels)
+                if outliers is not None:  # cross-entropy to the uniform distribution over the ten digits
+                    rest = logits[len(labels):]
+                    loss = loss + recipe.outlier_weight * (rest.logsumexp(1) - rest.mean(1)).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -234,13 +238,33 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             log(f"Epoch [{epoch + 1}/{recipe.epochs}], Average Loss: {train_loss:.4f}, LR: {lr:.6f}, "
                 f"{validation}Test Loss: {ev.loss:.4f}, Test Accuracy: {ev.accuracy:.2f}%, {train_seconds:.1f} s")
 
-    # Per epoch a plain evaluation tracks progress; test-time shifts cost five evaluations, so only the final
-    # model, measured the way it will predict, gets them.
-    accuracy = history[-1]["test_accuracy"]
-    if recipe.tta:
-        accuracy = evaluate_split(eval_model, test_split, recipe.eval_batch_size, dev, tta=True).accuracy
+    # Calibration on held-out data: the validation split (or, for recipes that train on every image, the same
+    # carve of images they trained on: said in the metadata), plus held-out non-digits when the recipe uses them.
+    final = meta(recipe.epochs, history[-1]["test_accuracy"])
+    held_out = val_split if val_split is not None else _subset(train_split, validation_indices(
+        train_split.labels.cpu(), min(5000, len(train_split) // 5)).to(train_split.labels.device))
+    outliers_val = None
+    if outliers is not None:
+        from .outliers import VAL_BANK, outlier_bank
+
+        outliers_val = torch.from_numpy(outlier_bank(data_dir, "val", VAL_BANK, log=log if world.is_main else _quiet))
+    calibration, summary = calibrate(eval_model, final, held_out, outliers_val, dev)
+    if val_split is None:
+        calibration = replace(calibration, fitted_on=calibration.fitted_on + " (seen in training: no held-out split)")
+    final.update(calibration=calibration.to_dict(), calibration_validation=summary)
+    # Per epoch a plain evaluation tracks progress; the final model is measured once the way it will predict
+    # (test-time shifts, calibration): that figure is the one saved with it.
+    final_eval = evaluate_split(predictive_model(eval_model, final), test_split, recipe.eval_batch_size, dev)
+    accuracy = final["test_accuracy"] = final_eval.accuracy
+    if world.is_main:
+        log(f"calibrated on {calibration.fitted_on}: temperature {calibration.temperature:.3f}, validation ECE "
+            f"{summary['ece_before']:.2%} -> {summary['ece']:.2%}" +
+            (f", not a digit below {calibration.not_a_digit_below:.3f} (validation non-digits: "
+             f"{summary['outliers_not_a_digit']:.1%} not a digit, {summary['outliers_uncertain_or_not']:.1%} "
+             f"not a confident digit)" if outliers_val is not None else "") +
+            f"; test ECE {expected_calibration_error(final_eval.probabilities, final_eval.labels):.2%}")
     if run_dir is not None and world.is_main:
-        save_model(run_dir / "model.safetensors", eval_model, meta(recipe.epochs, accuracy))
+        save_model(run_dir / "model.safetensors", eval_model, final)
         _write_metrics(run_dir, history)
         if len(history) > 1:  # a curve needs two points; a one-epoch run's figures are in metrics.jsonl
             from .plots import curves
@@ -250,7 +274,15 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
     distributed.shutdown(world)
     if world.is_main:
         log(f"Test Accuracy: {accuracy:.2f}%" + (" (with test-time shifts)" if recipe.tta else ""))
-    return RunResult(eval_model, history, run_dir, accuracy)
+    return RunResult(eval_model, history, run_dir, accuracy, final)
+
+
+def _quiet(line: str) -> None:
+    pass
+
+
+def _subset(split: Split, index: torch.Tensor) -> Split:
+    return Split(split.images[index], split.labels[index])
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:

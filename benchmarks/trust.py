@@ -1,0 +1,136 @@
+"""How far to trust a model (`make bench-trust`): calibration on MNIST's test set, verdicts on digits and
+non-digits it never trained on (benchmarks/wild.py), lines of handwritten digits, and the project's
+people's-images set (tests/synth.py, MNIST test digits as photos, scans and canvases).
+
+    python -m benchmarks.trust [--model M] [--data-dir data] [--json out.json] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import machine
+from benchmarks.wild import DEBIAN_FONTS, handwriting_fonts, wild_digits, wild_lines, wild_non_digits
+from digitrec.calibration import calibration_report
+from digitrec.checkpoint import load_model
+from digitrec.data import load_split
+from digitrec.inference import evaluate_split, predictive_model
+from digitrec.predict import Predictor, default_model_path, predict_images, read_images
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from synth import variants  # noqa: E402  (the people's-images set of the test suite)
+
+
+def share(records: list[dict], verdicts: set[str]) -> float:
+    return sum(r["verdict"] in verdicts for r in records) / max(1, len(records))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=str(default_model_path()))
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--json", help="write the figures here")
+    p.add_argument("--quick", action="store_true", help="smaller sets (a smoke run)")
+    a = p.parse_args()
+    if not handwriting_fonts():
+        raise SystemExit(f"no handwriting fonts: apt-get install {DEBIAN_FONTS}")
+    started = time.perf_counter()
+    print(f"machine: {machine()}\nmodel: {a.model}")
+    predictor = Predictor(a.model)
+    print(f"calibration: {predictor.calibration}")
+    figures: dict = {"model": a.model}
+
+    # 1. MNIST test set: accuracy and calibration of the model as it predicts.
+    network, meta = load_model(a.model)
+    test = load_split("mnist", a.data_dir, train=False)
+    ev = evaluate_split(predictive_model(network, meta), test)
+    cal = calibration_report(ev.probabilities, ev.labels)
+    top = ev.probabilities.max(1).values
+    figures["mnist_test"] = {"accuracy": ev.accuracy, **cal,
+                             "flagged": float((top < predictor.calibration.uncertain_below).double().mean()),
+                             "not_a_digit": float((top < predictor.calibration.not_a_digit_below).double().mean())}
+    m = figures["mnist_test"]
+    print(f"\nMNIST test (10,000): accuracy {m['accuracy']:.2f}%, ECE {m['ece']:.2%}, NLL {m['nll']:.4f}, Brier "
+          f"{m['brier']:.4f}, mean confidence {m['mean_confidence']:.2%}; flagged {m['flagged']:.2%}, "
+          f"not a digit {m['not_a_digit']:.2%}")
+
+    rng = np.random.default_rng(2026)
+    # 2. Digits in the wild (handwriting fonts).
+    digits = wild_digits(rng, 2 if a.quick else 6)
+    records = predict_images([(font, data) for _, font, data in digits], predictor)
+    labels = [label for label, _, _ in digits]
+    right = [r["digit"] == y for r, y in zip(records, labels)]
+    per_font = collections.defaultdict(list)
+    for (label, font, _), r in zip(digits, records):
+        per_font[font].append(r["digit"] == label)
+    figures["wild_digits"] = {
+        "n": len(records), "fonts": len(per_font), "accuracy": float(np.mean(right)),
+        "accuracy_of_digit_verdicts": float(np.mean([ok for ok, r in zip(right, records) if r["verdict"] == "digit"]
+                                                    or [0])),
+        "flagged": share(records, {"uncertain", "not_a_digit", "no_ink", "error"}),
+        "not_a_digit": share(records, {"not_a_digit"}),
+        "per_font": {f: float(np.mean(v)) for f, v in sorted(per_font.items())}}
+    w = figures["wild_digits"]
+    print(f"\ndigits in handwriting fonts ({w['n']} images, {w['fonts']} fonts): top answer right {w['accuracy']:.2%}; "
+          f"right when the verdict is `digit` {w['accuracy_of_digit_verdicts']:.2%}; flagged uncertain or not a "
+          f"digit {w['flagged']:.2%}; called not a digit {w['not_a_digit']:.2%}")
+    print("  per font: " + ", ".join(f"{f.rsplit('.', 1)[0]} {v:.0%}" for f, v in w["per_font"].items()))
+
+    # 3. Non-digits.
+    fashion = load_split("fashion-mnist", a.data_dir, train=False).images.numpy()
+    others = wild_non_digits(rng, 3 if a.quick else 8, 6 if a.quick else 20, 60 if a.quick else 200, fashion)
+    records = predict_images([(kind, data) for kind, data in others], predictor)
+    by_kind = collections.defaultdict(list)
+    for (kind, _), r in zip(others, records):
+        by_kind["doodle" if kind not in ("letter", "clothing") else kind].append(r)
+    figures["non_digits"] = {
+        "n": len(records), "not_a_digit": share(records, {"not_a_digit"}),
+        "not_a_digit_or_uncertain": share(records, {"not_a_digit", "uncertain", "no_ink"}),
+        "confident_digit": share(records, {"digit"}),
+        "per_kind": {k: {"n": len(v), "confident_digit": share(v, {"digit"}),
+                         "not_a_digit": share(v, {"not_a_digit"})} for k, v in sorted(by_kind.items())}}
+    n = figures["non_digits"]
+    print(f"\nnon-digits ({n['n']}: handwritten letters, doodles, clothing photos): not a digit {n['not_a_digit']:.1%}, "
+          f"not a digit or uncertain {n['not_a_digit_or_uncertain']:.1%}, confident digit {n['confident_digit']:.1%}")
+    print("  per kind: " + ", ".join(f"{k} (n={v['n']}) confident {v['confident_digit']:.0%} / not a digit "
+                                     f"{v['not_a_digit']:.0%}" for k, v in n["per_kind"].items()))
+
+    # 4. Lines of handwritten-font digits.
+    lines = wild_lines(rng, 40 if a.quick else 150)
+    read = read_images([(font, data) for _, font, data in lines], predictor)
+    exact = [r["text"] == text for (text, _, _), r in zip(lines, read)]
+    count = [len(r["digits"]) == len(text) for (text, _, _), r in zip(lines, read)]
+    figures["wild_lines"] = {"n": len(lines), "exact": float(np.mean(exact)), "right_count": float(np.mean(count))}
+    print(f"\nlines of 3-8 handwriting-font digits ({len(lines)}): read exactly {np.mean(exact):.1%}, right number of "
+          f"digits {np.mean(count):.1%}")
+
+    # 5. People's images made from MNIST test digits (the test suite's kinds).
+    images, labels = [], []
+    pick = np.random.default_rng(7).choice(len(test), 60 if a.quick else 300, replace=False)
+    for i in pick:
+        for kind, data in variants(test.images[i].numpy(), rng).items():
+            images.append((kind, data))
+            labels.append(int(test.labels[i]))
+    records = predict_images(images, predictor)
+    figures["people_images"] = {"n": len(records),
+                                "accuracy": float(np.mean([r["digit"] == y for r, y in zip(records, labels)])),
+                                "flagged": share(records, {"uncertain", "not_a_digit", "no_ink", "error"}),
+                                "not_a_digit": share(records, {"not_a_digit"})}
+    q = figures["people_images"]
+    print(f"\npeople's images of MNIST test digits ({q['n']}, 11 kinds): right {q['accuracy']:.2%}, flagged "
+          f"{q['flagged']:.2%}, not a digit {q['not_a_digit']:.2%}")
+    figures["seconds"] = time.perf_counter() - started
+    print(f"\n{figures['seconds']:.0f} s")
+    if a.json:
+        Path(a.json).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Inference: one road from a trained network to the probabilities people see, for every command and export.
+
+    network logits  ->  test-time shifts (recipes with tta: mean logits over the image and its 1-px shifts,
+    one batched call)  ->  divided by the calibration temperature  ->  softmax  ->  verdict
+
+`predictive_model(model, meta)` builds that road as one nn.Module, so `evaluate`, `predict`, `read`, `serve`
+and the exported ONNX / pt2 graphs all compute the same thing; `TorchBackend` and `OnnxBackend` run it on
+numpy batches.  Device and precision choice live here too, because training and evaluation both need them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DigitrecError, missing_dependency
+
+# Test-time shifts: the image and its 1-pixel shifts (dy, dx); logits averaged.
+TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+UNCERTAIN_BELOW = 0.70  # a (calibrated) probability under this is flagged uncertain
+VERDICTS = ("digit", "uncertain", "not_a_digit", "no_ink", "error")
+META_KEY = "digitrec"  # where ONNX metadata_props keep the model's metadata
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How logits become probabilities and verdicts; stored in every model's metadata ("calibration").
+
+    temperature: logits are divided by it before the softmax (fitted on the validation split: NLL).
+    not_a_digit_below: a top probability under this means "not a digit" (chosen on the validation split so that
+        almost no real digit falls under it; 0 = never).  Networks trained with outlier exposure give near-uniform
+        probabilities to things that are not digits, so the top probability separates the two.
+    uncertain_below: a top probability under this (and not under not_a_digit_below) is "uncertain".
+    in_graph: the temperature is already applied inside an exported graph (its runtime must not apply it again).
+    """
+
+    temperature: float = 1.0
+    not_a_digit_below: float = 0.0
+    uncertain_below: float = UNCERTAIN_BELOW
+    in_graph: bool = False
+    fitted_on: str | None = None
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> Calibration:
+        c = meta.get("calibration") or {}
+        known = {k: c[k] for k in ("temperature", "not_a_digit_below", "uncertain_below", "in_graph", "fitted_on")
+                 if k in c}
+        cal = cls(**known)
+        if not (cal.temperature > 0 and 0 <= cal.not_a_digit_below <= cal.uncertain_below <= 1):
+            raise DigitrecError(f"model metadata has an invalid calibration {c}", code="invalid_model")
+        return cal
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def verdict(self, top_probability: float) -> str:
+        if top_probability < self.not_a_digit_below:
+            return "not_a_digit"
+        if top_probability < self.uncertain_below:
+            return "uncertain"
+        return "digit"
+
+
+def describe(probs: np.ndarray, calibration: Calibration, topk: int = 3) -> dict:
+    """[10] probabilities -> the fields of a prediction record: digit (None when not a digit), confidence,
+    topk, uncertain, verdict."""
+    order = np.argsort(-probs)[:topk]
+    confidence = float(probs[order[0]])
+    verdict = calibration.verdict(confidence)
+    return {"digit": None if verdict == "not_a_digit" else int(order[0]), "confidence": confidence,
+            "topk": [[int(d), float(probs[d])] for d in order], "uncertain": verdict != "digit",
+            "verdict": verdict}
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Devices and precision (PyTorch from here on; the onnxruntime backend below never imports it).
+
+def select_device(name: str = "auto"):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise DigitrecError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DigitrecError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise DigitrecError("--device mps asked for, but PyTorch sees no Apple GPU")
+    return torch.device(name)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def bf16_in_hardware(device) -> bool:
+    """Whether bf16 matrix work runs in hardware here: CUDA's bf16 support, or on a CPU oneDNN's own check
+    (AVX512-BF16 or AMX instructions), the check PyTorch itself uses to pick bf16 kernels."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def resolve_precision(precision: str, device) -> str:
+    """auto -> bf16 autocast where the hardware has bf16, else fp32 (recipes whose math must stay exact, like
+    the seed recipe, say fp32 themselves).  bf16 asked for on hardware without it is refused, not emulated."""
+    if precision not in PRECISIONS:
+        raise DigitrecError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if bf16_in_hardware(device) else "fp32"
+    if precision == "bf16" and not bf16_in_hardware(device):
+        raise DigitrecError(f"--precision bf16: this {device.type} has no bf16 in hardware (use fp32 or auto)")
+    return precision
+
+
+def autocast(device, precision: str):
+    """The context that runs a forward pass in `precision` (bf16 autocast, or nothing)."""
+    import torch
+
+    return torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The predictive model: network (+ shifts) + temperature, as one module.
+
+def predictive_model(model, meta: dict, temperature: float | None = None):
+    """The network as it predicts: with its recipe's test-time shifts and its calibration temperature (or the
+    one given).  Outputs logits whose softmax is the probability every command reports."""
+    from .models import Calibrated, ShiftAveraged
+
+    network = ShiftAveraged(model, TTA_SHIFTS) if (meta.get("recipe") or {}).get("tta") else model
+    t = Calibration.from_meta(meta).temperature if temperature is None else temperature
+    return Calibrated(network, t).eval()
+
+
+def logits_of(module, images, batch_size: int = 1000, device=None):
+    """Float images [N, 1, 28, 28] (a tensor on any device) -> module outputs [N, C] on the CPU, in batches."""
+    import torch
+
+    device = device or images.device
+    out = []
+    module.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size].to(device).contiguous(memory_format=torch.channels_last)
+            out.append(module(x).float().cpu())
+    return torch.cat(out) if out else torch.empty(0, 10)
+
+
+@dataclass
+class Evaluation:
+    loss: float  # mean negative log-likelihood
+    accuracy: float  # percent
+    predictions: object  # int64 tensor [N]
+    probabilities: object  # float tensor [N, C]
+    labels: object
+
+    @property
+    def correct(self) -> int:
+        return int((self.predictions == self.labels).sum())
+
+
+def evaluate_split(module, split, batch_size: int = 1000, device="cpu") -> Evaluation:
+    """Run `module` (a network, or a predictive_model) over a data split: loss, accuracy, probabilities."""
+    import torch
+    import torch.nn.functional as F
+
+    from .data import to_float
+
+    n = len(split)
+    probs = [logits_of(module, to_float(split.images[s:s + batch_size]), batch_size, device).softmax(1)
+             for s in range(0, n, batch_size)]
+    probabilities = torch.cat(probs) if probs else torch.empty(0, 10)
+    labels = split.labels.cpu()
+    if not n:
+        return Evaluation(float("nan"), float("nan"), labels, probabilities, labels)
+    loss = F.nll_loss(probabilities.clamp_min(1e-12).log(), labels).item()
+    predictions = probabilities.argmax(1)
+    accuracy = 100.0 * (predictions == labels).sum().item() / n
+    return Evaluation(loss, accuracy, predictions, probabilities, labels)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backends: numpy batches in, logits out.  Both compute predictive_model's output.
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, path: str | os.PathLike, device: str = "cpu") -> None:
+        from .checkpoint import load_model
+
+        network, self.meta = load_model(path, device)
+        self.device = device
+        self.module = predictive_model(network, self.meta)
+        self.calibration = Calibration.from_meta(self.meta)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            images = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+            return self.module(images).cpu().numpy()
+
+
+class OnnxBackend:
+    """An exported .onnx file run by onnxruntime alone: no PyTorch in this path."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise missing_dependency("onnxruntime", "export") from None
+        if not Path(path).is_file():
+            raise DigitrecError(f"model file {path} not found", code="not_found")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise DigitrecError(f"{path} is not a loadable ONNX model ({type(e).__name__})",
+                                code="invalid_model") from None
+        custom = self.session.get_modelmeta().custom_metadata_map
+        self.meta = json.loads(custom[META_KEY]) if META_KEY in custom else {}
+        self.calibration = Calibration.from_meta(self.meta)
+        if not self.calibration.in_graph and self.calibration.temperature != 1.0:
+            raise DigitrecError(f"{path}: exported without its calibration in the graph; export it again",
+                                code="invalid_model")
+        self.input = self.session.get_inputs()[0].name
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: x.astype(np.float32)})[0]
+
+
+def backend_of(path: str | os.PathLike, backend: str | None) -> str:
+    """Which runtime a model file needs: .onnx -> onnxruntime, anything else -> torch."""
+    is_onnx = Path(path).suffix == ".onnx"
+    if backend not in (None, "torch", "onnxruntime"):
+        raise DigitrecError(f"unknown backend {backend!r}; use torch or onnxruntime")
+    if is_onnx and backend == "torch":
+        raise DigitrecError(f"{path} is an ONNX model: use --backend onnxruntime")
+    if not is_onnx and backend == "onnxruntime":
+        raise DigitrecError("--backend onnxruntime needs an .onnx model: make one with "
+                            "`digitrec export MODEL --format onnx`")
+    return "onnxruntime" if is_onnx else "torch"
+
+
+def load_backend(path: str | os.PathLike, backend: str | None = None, device: str = "cpu"):
+    return OnnxBackend(path) if backend_of(path, backend) == "onnxruntime" else TorchBackend(path, device)

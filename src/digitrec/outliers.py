@@ -1,0 +1,214 @@
+"""Things that are not digits, for teaching a network to say so (outlier exposure, Hendrycks et al. 2019).
+
+Every outlier is drawn as a person would present it (dark marks on light paper, at some size and angle) and
+then goes through the same `preprocess.find_ink` + `to_mnist` as a real request, so the network learns on what
+it will actually be shown.  Four kinds, all synthesised from allowed sources:
+
+- letters and signs from the machine's printed DejaVu fonts (never handwriting fonts: those are how the
+  project checks that it generalises), distorted, leaving out shapes that *are* digits in handwriting
+  (O, l, I, S, Z, B, g, q, ...);
+- procedural scribbles and shapes (zigzags, stars, crosses, grids, hatching, spirals, blobs), but no lone
+  straight line (a 1) and no plain ellipse (a 0);
+- clothing photos: Fashion-MNIST's training split, as dark objects on light paper;
+- two MNIST training digits drawn over each other.
+
+The banks are made once per data folder (about a minute) and cached in DATA_DIR/outliers/.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from .data import load_split, say, validation_indices
+from .errors import DigitrecError
+from .preprocess import find_ink, to_mnist
+
+BANK_VERSION = 1
+TRAIN_BANK, VAL_BANK = 24_000, 2_000  # outliers made for training, and held out for choosing the threshold
+KINDS = ("letters", "scribbles", "clothing", "pairs")
+# Letters and signs whose handwritten forms are not digits.  Left out: O o Q D (0), I l i j J | ! / \ ( ) [ ] (1),
+# Z z ? (2), S s $ (5), b G (6), T t (7), B (8), g q P (9), y Y (4).
+NOT_DIGIT_CHARS = ("ACEFHKLMNRUVWXacefhkmnruvwx" "#%&*+=@<>{}~" "αβγδλμπσφψωΓΔΛΞΠΣΦΨΩ" "жшщыюяфдЖШЩЫЮЯФДЛ" "€£¥§¶©®")
+TRAINING_FONT_GLOB = "/usr/share/fonts/truetype/dejavu/DejaVu*.ttf"
+
+
+def training_fonts() -> list[str]:
+    fonts = sorted(glob.glob(TRAINING_FONT_GLOB))
+    if not fonts:
+        raise DigitrecError("no DejaVu fonts found (Debian: apt-get install fonts-dejavu-core)", code="not_found")
+    return fonts
+
+
+def to_digit_space(paper: Image.Image) -> np.ndarray | None:
+    """A drawing (L mode, dark on light) -> the 28x28 uint8 the network would see, or None if it has no ink."""
+    ink = find_ink(np.asarray(paper, dtype=np.float32) / 255.0)
+    return None if ink.empty else (to_mnist(ink) * 255).round().astype(np.uint8)
+
+
+def _paper(rng: np.random.Generator, side: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    paper = Image.new("L", (side, side), int(rng.integers(215, 256)))
+    return paper, ImageDraw.Draw(paper)
+
+
+def _ink(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 70))
+
+
+def draw_text(rng: np.random.Generator, text: str, font_path: str, side: int = 96) -> Image.Image:
+    """`text` in the font, random size, stroke weight, rotation and shear, dark on light paper."""
+    paper, draw = _paper(rng, side)
+    font = ImageFont.truetype(font_path, int(side * rng.uniform(0.45, 0.75)))
+    draw.text((side / 2, side / 2), text, fill=_ink(rng), font=font, anchor="mm",
+              stroke_width=int(rng.integers(0, max(1, side // 40) + 1)), stroke_fill=_ink(rng))
+    shear = rng.uniform(-0.3, 0.3)
+    paper = paper.transform(paper.size, Image.Transform.AFFINE, (1, shear, -shear * side / 2, 0, 1, 0),
+                            resample=Image.Resampling.BILINEAR, fillcolor=255)
+    return paper.rotate(rng.uniform(-25, 25), resample=Image.Resampling.BILINEAR, fillcolor=255)
+
+
+def _points(rng: np.random.Generator, n: int, side: int, margin: float = 0.15) -> list[tuple[float, float]]:
+    lo, hi = margin * side, (1 - margin) * side
+    return [(float(rng.uniform(lo, hi)), float(rng.uniform(lo, hi))) for _ in range(n)]
+
+
+def draw_scribble(rng: np.random.Generator, side: int = 96) -> Image.Image:
+    """A procedural mark that is no digit: one of several shape families, with a random pen."""
+    paper, draw = _paper(rng, side)
+    ink, width = _ink(rng), int(rng.integers(max(2, side // 40), side // 10))
+    c, r = side / 2, side * rng.uniform(0.28, 0.42)
+    family = rng.integers(0, 9)
+    if family == 0:  # a long random scribble (6-14 strokes)
+        draw.line(_points(rng, int(rng.integers(6, 15)), side), fill=ink, width=width, joint="curve")
+    elif family == 1:  # a star with 5-8 points
+        k = int(rng.integers(5, 9))
+        turn = 2 if k % 2 else 3
+        pts = [(c + r * math.sin(2 * math.pi * i * turn / k), c - r * math.cos(2 * math.pi * i * turn / k))
+               for i in range(k + 1)]
+        draw.line(pts, fill=ink, width=width, joint="curve")
+    elif family == 2:  # a cross or an asterisk
+        for a in np.linspace(0, math.pi, int(rng.integers(2, 5)), endpoint=False) + rng.uniform(0, math.pi):
+            draw.line([(c - r * math.cos(a), c - r * math.sin(a)), (c + r * math.cos(a), c + r * math.sin(a))],
+                      fill=ink, width=width)
+    elif family == 3:  # a grid: # or more lines
+        n = int(rng.integers(2, 5))
+        for i in range(n):
+            x = c - r + 2 * r * (i + 1) / (n + 1)
+            draw.line([(x, c - r), (x + rng.uniform(-5, 5), c + r)], fill=ink, width=width)
+            draw.line([(c - r, x), (c + r, x + rng.uniform(-5, 5))], fill=ink, width=width)
+    elif family == 4:  # hatching inside a box
+        n = int(rng.integers(4, 9))
+        for i in range(n):
+            t = -r + 2 * r * i / (n - 1)
+            draw.line([(c - r, c + t), (c + t, c - r)] if rng.random() < 0.5 else [(c + t, c + r), (c + r, c + t)],
+                      fill=ink, width=max(2, width // 2))
+        draw.rectangle([c - r, c - r, c + r, c + r], outline=ink, width=max(2, width // 2))
+    elif family == 5:  # a spiral of 2-4 turns
+        turns = rng.uniform(2, 4)
+        t = np.linspace(0, 2 * math.pi * turns, 120)
+        rad = r * t / t[-1]
+        draw.line(list(zip(c + rad * np.cos(t), c + rad * np.sin(t))), fill=ink, width=max(2, width // 2))
+    elif family == 6:  # a filled blob
+        k = int(rng.integers(6, 12))
+        angles = np.sort(rng.uniform(0, 2 * math.pi, k))
+        rad = r * rng.uniform(0.5, 1.0, k)
+        draw.polygon(list(zip(c + rad * np.cos(angles), c + rad * np.sin(angles))), fill=ink)
+    elif family == 7:  # a zigzag or a wave across the box
+        k = int(rng.integers(4, 9))
+        xs = np.linspace(c - r, c + r, 4 * k if rng.random() < 0.5 else k + 1)
+        ys = c + r * 0.5 * (np.sin(np.linspace(0, k * math.pi, len(xs))) if len(xs) > k + 1
+                            else np.array([(-1) ** i for i in range(len(xs))]))
+        draw.line(list(zip(xs, ys)), fill=ink, width=width, joint="curve")
+    else:  # a triangle, a square or a polygon, outlined (sometimes with a mark inside)
+        k = int(rng.choice([3, 4]))  # more corners round off towards a 0
+        a0 = rng.uniform(0, 2 * math.pi)
+        pts = [(c + r * math.cos(a0 + 2 * math.pi * i / k), c + r * math.sin(a0 + 2 * math.pi * i / k))
+               for i in range(k + 1)]
+        draw.line(pts, fill=ink, width=width, joint="curve")
+        if rng.random() < 0.5:
+            draw.line(_points(rng, 3, side, 0.35), fill=ink, width=width)
+    if rng.random() < 0.3:
+        paper = paper.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    return paper
+
+
+def draw_clothing(rng: np.random.Generator, image: np.ndarray) -> Image.Image:
+    """A Fashion-MNIST item (white on black, 28x28) as a photo of a dark object on light paper."""
+    side = int(rng.integers(56, 113))
+    item = Image.fromarray(255 - image).resize((side, side), Image.Resampling.BILINEAR)
+    return item.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR, fillcolor=255)
+
+
+def draw_pair(rng: np.random.Generator, a: np.ndarray, b: np.ndarray) -> Image.Image:
+    """Two MNIST digits side by side, overlapping by up to half a digit: one image, two digits.  (Drawn right
+    over each other, one digit often hides the other and the pair looks like a single digit.)"""
+    canvas = np.zeros((40, 64), np.uint8)
+    dx, dy = int(rng.integers(12, 21)), int(rng.integers(-3, 4))
+    canvas[6:34, 8:36] = a
+    view = canvas[6 + dy:34 + dy, 8 + dx:36 + dx]
+    np.maximum(view, b, out=view)
+    return Image.fromarray(255 - canvas).resize((128, 80), Image.Resampling.BILINEAR)
+
+
+def _looks_like_a_one(digit: np.ndarray) -> bool:
+    """A mark that ends up a thin upright bar is a 1, whatever it was drawn as: not an outlier."""
+    columns = np.nonzero((digit > 64).any(0))[0]
+    return len(columns) > 0 and columns[-1] - columns[0] < 7
+
+
+def make_outliers(n: int, data_dir: str | os.PathLike, part: str = "train", seed: int = 0,
+                  log=say) -> np.ndarray:
+    """n outliers (uint8 [n, 28, 28]), a quarter of each kind.  part="train" draws clothing and digit pairs from
+    the training images that recipes train on; part="val" from those held out (clothing: the last 10,000 of
+    Fashion-MNIST's training split; pairs: the validation carve of MNIST), with another seed."""
+    if part not in ("train", "val"):
+        raise DigitrecError(f"part must be train or val, not {part!r}")
+    rng = np.random.default_rng([seed, BANK_VERSION, part == "val"])
+    mnist = load_split("mnist", data_dir, train=True)
+    held = np.zeros(len(mnist), bool)
+    held[validation_indices(mnist.labels, 5000).numpy()] = True
+    pair_pool = np.nonzero(held if part == "val" else ~held)[0]
+    fashion = load_split("fashion-mnist", data_dir, train=True).images.numpy()
+    fashion = fashion[50_000:] if part == "val" else fashion[:50_000]
+    mnist_images, fonts = mnist.images.numpy(), training_fonts()
+    out, made, shown = np.zeros((n, 28, 28), np.uint8), 0, -1
+    while made < n:
+        kind = KINDS[made % len(KINDS)]
+        if kind == "letters":
+            paper = draw_text(rng, str(rng.choice(list(NOT_DIGIT_CHARS))), str(rng.choice(fonts)),
+                              int(rng.integers(56, 129)))
+        elif kind == "scribbles":
+            paper = draw_scribble(rng, int(rng.integers(56, 129)))
+        elif kind == "clothing":
+            paper = draw_clothing(rng, fashion[rng.integers(len(fashion))])
+        else:
+            a, b = rng.choice(pair_pool, 2, replace=False)
+            paper = draw_pair(rng, mnist_images[a], mnist_images[b])
+        digit = to_digit_space(paper)
+        if digit is not None and not _looks_like_a_one(digit):
+            out[made] = digit
+            made += 1
+            if made * 10 // n != shown:
+                shown = made * 10 // n
+                log(f"outliers ({part}): {made}/{n}")
+    return out
+
+
+def outlier_bank(data_dir: str | os.PathLike, part: str, n: int, log=say) -> np.ndarray:
+    """make_outliers(n, data_dir, part), cached as DATA_DIR/outliers/<part>-v<version>-<n>.npy."""
+    path = Path(data_dir) / "outliers" / f"{part}-v{BANK_VERSION}-{n}.npy"
+    if path.is_file():
+        bank = np.load(path, allow_pickle=False)
+        if bank.shape == (n, 28, 28) and bank.dtype == np.uint8:
+            return bank
+    bank = make_outliers(n, data_dir, part, log=log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, bank, allow_pickle=False)
+    os.replace(tmp, path)
+    return bank

@@ -1,0 +1,83 @@
+"""The shipped model as a reader people can rely on: calibrated on MNIST's test set, "not a digit" for things that
+are not digits, and other people's handwriting read as digits.  Small versions of `make bench-trust`'s sets
+(benchmarks/wild.py: handwriting fonts and doodles digitrec never trained on)."""
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from benchmarks.wild import handwriting_fonts, wild_digits, wild_non_digits
+from digitrec.calibration import expected_calibration_error
+from digitrec.checkpoint import load_model
+from digitrec.data import load_split
+from digitrec.inference import evaluate_split, predictive_model
+from digitrec.outliers import make_outliers
+from digitrec.predict import Predictor, default_model_path, predict_images, read_images
+
+needs_fonts = pytest.mark.skipif(not handwriting_fonts(), reason="handwriting fonts not installed (make fonts)")
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor()
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_shipped_model_is_accurate_and_calibrated_on_the_test_set(mnist_dir):
+    network, meta = load_model(default_model_path())
+    ev = evaluate_split(predictive_model(network, meta), load_split("mnist", mnist_dir, train=False))
+    assert ev.accuracy >= 99.70
+    assert expected_calibration_error(ev.probabilities, ev.labels) <= 0.005
+    assert meta["calibration"]["temperature"] != 1.0 and meta["calibration"]["not_a_digit_below"] > 0.1
+
+
+@needs_fonts
+@pytest.mark.slow
+def test_things_that_are_not_digits_are_not_confident_digits(predictor, mnist_dir):
+    fashion = load_split("fashion-mnist", mnist_dir, train=False).images.numpy()
+    others = wild_non_digits(np.random.default_rng(11), 2, 4, 40, fashion)
+    records = predict_images(others, predictor)
+    verdicts = [r["verdict"] for r in records]
+    assert verdicts.count("digit") <= 0.1 * len(records), verdicts
+    assert verdicts.count("not_a_digit") >= 0.6 * len(records), verdicts
+    assert all(r["digit"] is None for r in records if r["verdict"] == "not_a_digit")
+
+
+@needs_fonts
+@pytest.mark.slow
+def test_digits_in_other_hands_are_read_and_rarely_rejected(predictor):
+    digits = wild_digits(np.random.default_rng(12), 1)
+    records = predict_images([(font, data) for _, font, data in digits], predictor)
+    right = np.mean([r["digit"] == label for r, (label, _, _) in zip(records, digits)])
+    rejected = np.mean([r["verdict"] == "not_a_digit" for r in records])
+    assert right >= 0.95 and rejected <= 0.03, (right, rejected)
+
+
+@pytest.mark.mnist
+def test_held_out_outliers_are_called_not_a_digit(predictor, mnist_dir):
+    """Outliers from the held-out ("val") bank, through the model as it predicts."""
+    bank = make_outliers(40, mnist_dir, "val", seed=5, log=lambda m: None)
+    probs = predictor.probabilities([b.astype(np.float32) / 255 for b in bank])
+    verdicts = [predictor.describe(p)["verdict"] for p in probs]
+    assert verdicts.count("not_a_digit") >= 28 and verdicts.count("digit") <= 4, verdicts
+
+
+@needs_fonts
+def test_read_marks_a_non_digit_with_a_question_mark(predictor, tmp_path):
+    """A line '4', star, '7': the star keeps its box and reads as '?'."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.truetype(handwriting_fonts()[0], 90)
+    image = Image.new("L", (420, 160), 255)
+    draw = ImageDraw.Draw(image)
+    draw.text((30, 20), "4", font=font, fill=0)
+    star = [(210 + 45 * np.sin(k * 4 * np.pi / 5), 80 - 45 * np.cos(k * 4 * np.pi / 5)) for k in range(6)]
+    draw.line(star, fill=0, width=7)
+    draw.text((320, 20), "7", font=font, fill=0)
+    image.save(tmp_path / "line.png")
+    record = read_images([("line", (tmp_path / "line.png").read_bytes())], predictor)[0]
+    assert record["text"] == "4?7" and len(record["digits"]) == 3
+    assert record["digits"][1]["verdict"] == "not_a_digit" and record["digits"][1]["digit"] is None
+    result = run_cli("read", str(tmp_path / "line.png"))
+    assert result.returncode == 0 and "4?7" in result.stdout
