@@ -1,6 +1,6 @@
 """A line of handwritten digits -> one ink image per digit, left to right.
 
-Connected components of the ink (small breaks in a stroke bridged) are the first guess; pieces that sit above each other (a broken 5, a 4 drawn
+Connected components of the ink are the first guess; pieces that sit above each other (a broken 5, a 4 drawn
 in two strokes) are merged; a component far wider than the line is tall (digits that touch) is cut at the
 columns with the least ink near equally spaced positions.
 """
@@ -37,7 +37,7 @@ def _overlap(a: Piece, b: Piece) -> float:
 
 def segment(ink: Ink) -> list[tuple[Ink, tuple[int, int, int, int]]]:
     """Split the ink of a line into digits: [(digit ink, (x0, y0, x1, y1)), ...] left to right."""
-    labels, n = _components(ink.mask)
+    labels, n = ndimage.label(ink.mask, structure=np.ones((3, 3)))
     if n == 0:
         return []
     slices = ndimage.find_objects(labels)
@@ -63,25 +63,6 @@ def segment(ink: Ink) -> list[tuple[Ink, tuple[int, int, int, int]]]:
             digits.append((Ink(np.where(part, ink.values, 0).astype(np.float32), part),
                            (x0, int(rows[0]), x1, int(rows[-1]) + 1)))
     return digits
-
-
-def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Connected components of the ink, with gaps narrower than about 4% of the line's height bridged: a thin
-    pen stroke that broke apart in thresholding (the stem of a 7, one loop of a slanted 8) stays one piece.
-    Labels are given to the real ink only; the bridging is used for deciding what is connected."""
-    rows = np.nonzero(mask.any(1))[0]
-    if len(rows) == 0:
-        return np.zeros(mask.shape, np.int32), 0
-    radius = (rows[-1] - rows[0] + 1) // 50
-    bridged = ndimage.binary_dilation(mask, iterations=radius) if radius else mask
-    labels, n = ndimage.label(bridged, structure=np.ones((3, 3)))
-    labels[~mask] = 0
-    present = np.unique(labels[labels > 0])  # a bridged component always holds real ink, but renumber to be sure
-    if len(present) != n:
-        relabel = np.zeros(n + 1, np.int32)
-        relabel[present] = np.arange(1, len(present) + 1)
-        labels, n = relabel[labels], len(present)
-    return labels, n
 
 
 def _height(piece: Piece, labels: np.ndarray) -> int:
