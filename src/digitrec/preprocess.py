@@ -28,6 +28,7 @@ MAX_DECODED_BYTES = 96 * 1024 * 1024
 MAX_JPEG_SCANS = 100  # a progressive JPEG has ~10 scans; thousands of empty ones are a CPU bomb
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # what people send digits in; nothing else is decoded
 WORK_PIXELS = 256 * 256  # images are shrunk to about this many pixels before analysis: cost stays bounded
+WORK_SIDE = 2048  # ... and to at most this side (a 1 x 40,000,000 strip is no line of digits)
 MIN_CONTRAST = 0.12  # ink must differ from the background by this much (of the 0-1 grey range)
 TARGET_STROKE = 2.4  # MNIST strokes are about this wide (px) in the 20 px box
 TOO_LARGE = "image too large"  # how every size refusal begins (for people; programs read the error code)
@@ -50,10 +51,12 @@ class Ink:
 
 @dataclass(frozen=True)
 class Decoded:
-    """An image decoded elsewhere (the server decodes in sandboxed worker processes): `decode` returns it as is."""
+    """An image decoded elsewhere (the server decodes in sandboxed worker processes), or the error that
+    decoding it gave: `decode` returns the first as is and raises the second."""
 
-    grey: np.ndarray  # float32 [H, W] in [0, 1]
-    scale: float
+    grey: np.ndarray | None  # float32 [H, W] in [0, 1]
+    scale: float = 1.0
+    error: DigitrecError | None = None
 
 
 def decode(data: bytes | Decoded) -> tuple[np.ndarray, float]:
@@ -65,6 +68,8 @@ def decode(data: bytes | Decoded) -> tuple[np.ndarray, float]:
     decoding is an invalid image, and running out of memory (the server's workers run under a memory limit)
     is a refusal, not a crash."""
     if isinstance(data, Decoded):
+        if data.error is not None:
+            raise data.error
         return data.grey, data.scale
     if len(data) > MAX_BYTES:
         raise DigitrecError(f"{TOO_LARGE} ({len(data)} bytes; the limit is {MAX_BYTES})", code="too_large")
@@ -93,7 +98,7 @@ def _bytes_per_pixel(mode: str) -> int:
 
 
 def _work_size(width: int, height: int) -> tuple[int, int]:
-    shrink = min(1.0, (WORK_PIXELS / max(1, width * height)) ** 0.5)
+    shrink = min(1.0, (WORK_PIXELS / max(1, width * height)) ** 0.5, WORK_SIDE / max(width, height))
     return max(1, round(width * shrink)), max(1, round(height * shrink))
 
 
