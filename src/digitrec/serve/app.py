@@ -373,8 +373,12 @@ def _prediction(record: dict, probabilities, include_image: bool) -> dict:
     return out
 
 
-class TimedPredictor:
-    """The Predictor, with inference time and batch size recorded as metrics."""
+class ServedPredictor:
+    """The Predictor as the server calls it: without autograd, at most MODEL_CHUNK images per model call (a
+    /v1/read of a hundred "digits" must not hold the activations of all of them, with their test-time shifts,
+    at once), with inference time and batch size recorded as metrics."""
+
+    MODEL_CHUNK = 16
 
     def __init__(self, predictor: Predictor) -> None:
         self.inner = predictor
@@ -383,19 +387,27 @@ class TimedPredictor:
         return getattr(self.inner, name)
 
     def probabilities(self, digits):
-        start = time.perf_counter()
-        out = self.inner.probabilities(digits)
-        if len(digits):
-            metrics.INFERENCE_SECONDS.observe(time.perf_counter() - start)
-            metrics.BATCH_SIZE.observe(len(digits))
-        return out
+        import numpy as np
+        import torch
+
+        if not len(digits):
+            return self.inner.probabilities(digits)
+        out = []
+        with torch.inference_mode():
+            for first in range(0, len(digits), self.MODEL_CHUNK):
+                chunk = digits[first:first + self.MODEL_CHUNK]
+                start = time.perf_counter()
+                out.append(self.inner.probabilities(chunk))
+                metrics.INFERENCE_SECONDS.observe(time.perf_counter() - start)
+                metrics.BATCH_SIZE.observe(len(chunk))
+        return np.concatenate(out)
 
 
 # --- the app -------------------------------------------------------------------------------------------------
 
 def create_app(settings: Settings | None = None) -> FastAPIOffline:
     settings = settings or Settings()
-    predictor = TimedPredictor(Predictor(settings.model, settings.backend))
+    predictor = ServedPredictor(Predictor(settings.model, settings.backend))
     pool = DecodePool(settings.decode_workers, settings.decode_memory_mb, settings.decode_timeout)
     app = FastAPIOffline(title="digitrec", version=predictor.meta.get("digitrec_version", "") or "0",
                          description="Handwritten digit recognition: predict single digits, read lines of digits.")
@@ -583,7 +595,10 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     async def read(request: Request):
         """A line of digits -> the string, per-digit confidences and boxes."""
         items = await decoded(request, (await images_from(request, settings.max_bytes, many=False))[:1])
-        record = (await run_in_threadpool(read_images, items, predictor))[0]
+        try:
+            record = (await run_in_threadpool(read_images, items, predictor))[0]
+        except DigitrecError as e:  # a refusal from the analysis (e.g. too_costly), answered like the others
+            raise ApiError(e.code, str(e)) from None
         error = _record_error(record)
         if error:
             raise error
