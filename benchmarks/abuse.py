@@ -85,7 +85,7 @@ def exif_mistyped() -> bytes:
 
 
 def lab_tiff() -> bytes:
-    image = Image.new("LAB", (64, 64), (100, 128, 128))
+    image = Image.new("LAB", (64, 64), (255, 128, 128))  # L* stored over 0-255
     image.paste((0, 128, 128), (30, 10, 34, 54))
     return _save(image, "TIFF")
 
