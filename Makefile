@@ -6,7 +6,7 @@ DATA   ?= data
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := runs/seed-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run test install install-test data data-fashion browser fonts bench bench-seed bench-infer bench-serve bench-trust clean
+.PHONY: run test install install-test data data-fashion browser fonts bench bench-seed bench-infer bench-serve bench-abuse bench-trust clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,7 +66,11 @@ bench-infer: install-test data
 	$(BIN)/python -m benchmarks.infer --data-dir $(DATA)
 
 bench-serve: install-test data
-	$(BIN)/python -m benchmarks.serve --data-dir $(DATA) --clients 32 --requests 200
+	$(BIN)/python -m benchmarks.serve --data-dir $(DATA) --clients 16 --requests 200
+
+# The attacker's probes of issue 11 against a server with default flags (time, memory, /healthz, 5xx).
+bench-abuse: install-test
+	$(BIN)/python -m benchmarks.abuse
 
 bench-trust: install data data-fashion fonts
 	mkdir -p runs && $(BIN)/python -m benchmarks.trust --data-dir $(DATA) --json runs/trust.json

@@ -1,14 +1,16 @@
-"""`make bench-serve`: a bounded load test of `digitrec serve` on loopback.
+"""`make bench-serve`: a bounded load test of `digitrec serve` on loopback (the clients run on the same machine).
 
-CLIENTS concurrent clients each send REQUESTS single-image predictions (MNIST test digits as PNG) one after
-another; prints errors, throughput, p50/p99 latency and the server's memory before and after.
+Two runs: one client sending REQUESTS predictions one after another, then CLIENTS concurrent clients.  The
+image is a 446x336 PNG photo-like page (an MNIST test digit drawn on paper) or, with --mnist, 28x28 MNIST PNGs.
+Prints errors, throughput, p50/p99 latency and the server's memory (with its decoding processes).
 
-    python -m benchmarks.serve --data-dir data --clients 32 --requests 200
+    python -m benchmarks.serve --data-dir data --clients 16 --requests 200
 """
 
 import argparse
 import asyncio
 import io
+import os
 import statistics
 import subprocess
 import sys
@@ -20,14 +22,22 @@ from PIL import Image
 
 from digitrec.data import load_split
 
+from .abuse import tree_rss_mb
 from .common import machine
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+def page_image(digit, seed: int = 0) -> bytes:
+    """An MNIST test digit drawn 220 px tall on 446x336 paper, as PNG (about 6-8 kB)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    ink = np.asarray(Image.fromarray(digit).resize((220, 220), Image.Resampling.BICUBIC), np.float32) / 255
+    paper = np.full((336, 446), rng.uniform(0.85, 0.97), np.float32)
+    top, left = int(rng.integers(20, 100)), int(rng.integers(20, 200))
+    paper[top:top + 220, left:left + 220] *= 1 - 0.85 * ink
+    buffer = io.BytesIO()
+    Image.fromarray((paper * 255).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 async def client(url: str, images: list[bytes], n: int, offset: int, latencies: list, errors: list, deadline: float):
@@ -53,17 +63,19 @@ def main():
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--mnist", action="store_true", help="send 28x28 MNIST PNGs instead of 446x336 pages")
     p.add_argument("--max-seconds", type=float, default=600, help="stop sending after this long")
     p.add_argument("server_args", nargs="*", help="extra `digitrec serve` options, after --")
     args = p.parse_args()
     test = load_split("mnist", args.data_dir, train=False)
     images = []
-    for i in range(500):
+    for i in range(50 if not args.mnist else 500):
         buffer = io.BytesIO()
         Image.fromarray(test.images[i].numpy()).save(buffer, "PNG")
-        images.append(buffer.getvalue())
+        images.append(buffer.getvalue() if args.mnist else page_image(test.images[i].numpy(), i))
     url = f"http://127.0.0.1:{args.port}"
-    server = subprocess.Popen([sys.executable, "-m", "digitrec", "serve", "--port", str(args.port), *args.server_args],
+    server = subprocess.Popen([sys.executable, "-m", "digitrec", "serve", "--port", str(args.port), "--log-level",
+                               "warning", *args.server_args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):
@@ -74,28 +86,33 @@ def main():
                 time.sleep(0.2)
         else:
             raise SystemExit("server did not start")
-        httpx.post(f"{url}/v1/predict", content=images[0], headers={"Content-Type": "image/png"})  # warm-up
-        before = rss_mb(server.pid)
-        latencies, errors = [], []
-        deadline = time.monotonic() + args.max_seconds
-        start = time.perf_counter()
-
-        async def all_clients():
-            await asyncio.gather(*(client(url, images, args.requests, c * 7, latencies, errors, deadline)
-                                   for c in range(args.clients)))
-
-        asyncio.run(all_clients())
-        seconds = time.perf_counter() - start
-        after = rss_mb(server.pid)
+        for image in images[:20]:  # warm-up
+            httpx.post(f"{url}/v1/predict", content=image, headers={"Content-Type": "image/png"})
         backend = httpx.get(f"{url}/v1/model").json()["backend"]
+        print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
+        kind = "28x28 MNIST PNGs" if args.mnist else f"{len(images[0])}-byte 446x336 PNG pages"
+        for clients in (1, args.clients):
+            before = tree_rss_mb(server.pid)
+            latencies, errors = [], []
+            deadline = time.monotonic() + args.max_seconds
+            start = time.perf_counter()
+
+            async def all_clients():
+                await asyncio.gather(*(client(url, images, args.requests, c * 7, latencies, errors, deadline)
+                                       for c in range(clients)))
+
+            asyncio.run(all_clients())
+            seconds = time.perf_counter() - start
+            after = tree_rss_mb(server.pid)
+            q = statistics.quantiles(latencies, n=100)
+            print(f"{clients} client(s) x {args.requests} requests, {kind} ({backend}): {len(latencies)} sent, "
+                  f"{len(errors)} errors {sorted(set(map(str, errors)))[:5]}, {len(latencies) / seconds:.0f} requests/s, "
+                  f"p50 {1000 * q[49]:.1f} ms, p99 {1000 * q[98]:.1f} ms, server memory {before:.0f} -> {after:.0f} MB",
+                  flush=True)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         server.terminate()
         server.wait(timeout=10)
-    q = statistics.quantiles(latencies, n=100)
-    print(f"machine: {machine()}")
-    print(f"{args.clients} clients x {args.requests} requests ({backend}): {len(latencies)} sent, {len(errors)} errors "
-          f"{sorted(set(map(str, errors)))[:5]}, {len(latencies) / seconds:.0f} requests/s, "
-          f"p50 {1000 * q[49]:.0f} ms, p99 {1000 * q[98]:.0f} ms, server memory {before:.0f} -> {after:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(*args: str):
+def start_server(*args: str, env=None):
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "digitrec", "serve", "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -43,7 +43,7 @@ def start_server(*args: str):
 
 @pytest.fixture(scope="module")
 def server():
-    proc, url = start_server("--max-bytes", str(MAX_BYTES))
+    proc, url = start_server("--max-bytes", str(MAX_BYTES), "--log-level", "warning")
     yield url, proc
     proc.terminate()
     proc.wait(timeout=10)
@@ -64,6 +64,8 @@ def test_health_ready_model_docs_and_page(server):
     assert httpx.get(f"{url}/readyz").json()["ready"] is True
     model = httpx.get(f"{url}/v1/model").json()
     assert model["backend"] == "torch" and model["test_accuracy"] >= 99 and len(model["data_sha256"]) == 4
+    assert model["name"] == "default" and len(model["sha256"]) == 64
+    assert "/" not in str(model), "no file paths"
     assert httpx.get(f"{url}/docs").status_code == 200
     assert "/v1/predict/batch" in httpx.get(f"{url}/openapi.json").json()["paths"]
     page = httpx.get(f"{url}/")
@@ -78,7 +80,7 @@ def test_predict_raw_multipart_and_json_bodies(server, digits):
     raw = httpx.post(f"{url}/v1/predict?include_image=true", content=data, headers={"Content-Type": "image/png"})
     assert raw.status_code == 200
     body = raw.json()
-    assert body["digit"] == label and len(body["probabilities"]) == 10
+    assert body["digit"] == label and len(body["probabilities"]) == 10 and body["verdict"] == "digit"
     assert abs(sum(body["probabilities"]) - 1) < 1e-4 and body["uncertain"] is False
     assert Image.open(io.BytesIO(base64.b64decode(body["image"]))).size == (28, 28)
     form = httpx.post(f"{url}/v1/predict", files={"file": ("d.png", data, "image/png")}).json()
@@ -93,7 +95,8 @@ def test_batch_gives_one_result_or_error_per_image(server, digits):
     files.append(("files", ("bad.png", b"not an image", "image/png")))
     results = httpx.post(f"{url}/v1/predict/batch", files=files).json()["results"]
     assert [r.get("digit") for r in results[:5]] == [label for _, label in digits[:5]]
-    assert results[5]["error"] == "invalid_image" and results[5]["name"] == "bad.png"
+    assert results[5]["error"] == "unsupported_format" and results[5]["name"] == "bad.png"
+    assert results[5]["verdict"] == "error" and results[0]["verdict"] in ("digit", "uncertain")
 
 
 @pytest.mark.mnist
@@ -162,7 +165,7 @@ def test_hostile_inputs_get_4xx_json_and_the_server_stays_healthy(server, digits
             response = client.post(path, **kwargs)
             assert 400 <= response.status_code < 500, (name, response.status_code, response.text[:200])
             body = response.json()
-            assert set(body) == {"error", "detail"} and body["detail"], name
+            assert {"error", "detail"} <= set(body) <= {"error", "detail", "verdict"} and body["detail"], name
         assert client.get("/v1/predict").status_code == 405
         assert client.post("/v1/predict", content=b"", headers={"Content-Type": "image/png"}).json()["error"] == "empty_body"
         assert client.post("/v1/predict", content=b"x" * (MAX_BYTES + 1),
@@ -174,8 +177,9 @@ def test_hostile_inputs_get_4xx_json_and_the_server_stays_healthy(server, digits
         assert ok.status_code == 200 and ok.json()["digit"] == digits[1][1]
         metrics = client.get("/metrics").text
     assert proc.poll() is None
-    assert 'digitrec_requests_total{method="POST",path="/v1/predict",status="413"}' in metrics
-    assert "digitrec_request_seconds_bucket" in metrics and "digitrec_request_errors_total" in metrics
+    assert 'digitrec_http_request_duration_seconds_count{method="POST",route="/v1/predict",status="413"}' in metrics
+    assert 'digitrec_predictions_total{digit="none",verdict="no_ink"}' in metrics
+    assert "digitrec_inference_seconds_bucket" in metrics and "digitrec_batch_size_bucket" in metrics
 
 
 @pytest.mark.mnist
@@ -194,6 +198,62 @@ def test_concurrent_requests_are_all_answered_correctly(server, digits):
     assert all(status == 200 for status, _, _ in answers)
     assert sum(d == label for _, d, label in answers) >= 0.9 * len(answers)
     assert httpx.get(f"{url}/healthz").status_code == 200
+
+
+def test_request_ids_head_and_error_shapes(server):
+    url, _ = server
+    given = httpx.get(f"{url}/healthz", headers={"X-Request-ID": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = httpx.get(f"{url}/healthz").headers["x-request-id"]
+    assert len(made) == 32 and made != httpx.get(f"{url}/healthz").headers["x-request-id"]
+    assert httpx.head(f"{url}/healthz").status_code == 200 and httpx.head(f"{url}/readyz").status_code == 200
+    assert httpx.get(f"{url}/nope").json() == {"error": "not_found", "detail": "Not Found"}
+    assert httpx.delete(f"{url}/v1/predict").json()["error"] == "method_not_allowed"
+    odd = httpx.request("BREW", f"{url}/healthz")
+    assert odd.status_code == 405 and 'method="BREW"' not in httpx.get(f"{url}/metrics").text
+
+
+def test_settings_from_environment_flags_win_and_max_concurrency(tmp_path):
+    import concurrent.futures
+
+    from benchmarks.abuse import palette_bomb
+
+    env = {**os.environ, "DIGITREC_MAX_BYTES": "1000", "DIGITREC_MAX_CONCURRENCY": "1", "DIGITREC_LOG_FORMAT": "json"}
+    proc, url = start_server("--max-bytes", "2000000", env=env)
+    try:
+        big = b"\x89PNG" + b"\x00" * 5000  # over 1,000 bytes (the environment), under 2,000,000 (the flag)
+        assert httpx.post(f"{url}/v1/predict", content=big, headers={"Content-Type": "image/png"}).status_code != 413
+        bomb = palette_bomb()  # takes the decoder a few hundred ms: requests overlap
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: httpx.post(f"{url}/v1/predict", content=bomb, timeout=30,
+                                                         headers={"Content-Type": "image/png"}), range(6)))
+        busy = [a for a in answers if a.status_code == 503]
+        assert busy and all(a.headers["retry-after"] == "1" and a.json()["error"] == "unavailable" for a in busy)
+        assert all(a.status_code in (413, 422, 503) for a in answers)
+        assert httpx.get(f"{url}/healthz").status_code == 200
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=15)
+    assert f"digitrec serving on {url}/" in out
+    assert any(line.startswith("{") and '"request_id"' in line for line in out.splitlines())
+
+
+@pytest.mark.mnist
+def test_metrics_add_up_across_workers(digits):
+    proc, url = start_server("--workers", "2")
+    try:
+        for data, _ in digits[:12]:
+            assert httpx.post(f"{url}/v1/predict", content=data, headers={"Content-Type": "image/png"}).status_code == 200
+        counts = set()
+        for _ in range(6):  # each scrape lands on either worker; both must report the sum
+            text = httpx.get(f"{url}/metrics").text
+            line = next(l for l in text.splitlines()
+                        if l.startswith('digitrec_http_request_duration_seconds_count{method="POST",route="/v1/predict"'))
+            counts.add(float(line.split()[-1]))
+        assert counts == {12.0}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
 
 
 def test_a_bad_model_file_stops_the_server_with_a_clear_message(tmp_path):

@@ -90,11 +90,27 @@ def _parser() -> argparse.ArgumentParser:
                 "  digitrec serve --port 9000 --model runs/best-20261128-101500\n"
                 "  digitrec serve --model best.onnx --backend onnxruntime --workers 2\n"
                 "  curl -H 'Content-Type: image/png' --data-binary @digit.png http://127.0.0.1:8000/v1/predict")
-    c.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    c.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    env = " (env DIGITREC_%s)"
+    c.add_argument("--host", help="address to listen on (default 127.0.0.1)" + env % "HOST")
+    c.add_argument("--port", type=int, help="port (default 8000)" + env % "PORT")
     _model_options(c)
-    c.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    c.add_argument("--max-bytes", type=int, default=5 * 1024 * 1024, help="largest request body (default 5 MB)")
+    c.add_argument("--workers", type=int, help="server processes (default 1)" + env % "WORKERS")
+    c.add_argument("--max-bytes", type=int, help="largest request body (default 5 MB)" + env % "MAX_BYTES")
+    c.add_argument("--max-concurrency", type=int,
+                   help="prediction requests in flight per process; beyond it 503 + Retry-After (default 64)"
+                        + env % "MAX_CONCURRENCY")
+    c.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="allow browser calls from this origin (repeatable; default none)" + env % "CORS_ORIGIN")
+    c.add_argument("--log-format", choices=["text", "json"], help="request log lines (default text)"
+                   + env % "LOG_FORMAT")
+    c.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info"
+                   + env % "LOG_LEVEL")
+    c.add_argument("--decode-workers", type=int, help="sandboxed decoding processes (default 2)"
+                   + env % "DECODE_WORKERS")
+    c.add_argument("--decode-memory-mb", type=int, help="memory budget of one decoding process (default 224)"
+                   + env % "DECODE_MEMORY_MB")
+    c.add_argument("--decode-timeout", type=float, help="seconds one image may take to decode (default 1.5)"
+                   + env % "DECODE_TIMEOUT")
 
     c = command("ensemble", "combine trained models into one that averages their probabilities",
                 "  digitrec ensemble runs/best-a runs/best-b runs/best-c --out runs/best-ensemble\n"
@@ -115,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _model_options(c: argparse.ArgumentParser) -> None:
+def _model_options(c: argparse.ArgumentParser) -> None:  # serve also reads DIGITREC_MODEL / DIGITREC_BACKEND
     c.add_argument("--model", help="model file (.safetensors or .onnx) or run folder (default: the shipped model)")
     c.add_argument("--backend", choices=["torch", "onnxruntime"], help="default: from the model file's type")
 
@@ -189,11 +205,12 @@ def _cmd_read(a) -> int:
 
 
 def _cmd_serve(a) -> int:
-    from .serve import serve
+    from .serve import serve, settings
 
-    if a.workers < 1 or a.max_bytes < 1 or not 0 < a.port < 65536:
-        raise DigitrecError("--workers and --max-bytes must be positive, --port in 1-65535")
-    serve(a.host, a.port, a.model, a.backend, a.workers, a.max_bytes)
+    flags = {k: getattr(a, k, None) for k in ("host", "port", "model", "backend", "workers", "max_bytes",
+                                              "max_concurrency", "cors_origin", "log_format", "log_level",
+                                              "decode_workers", "decode_memory_mb", "decode_timeout")}
+    serve(settings(flags))
     return 0
 
 

@@ -15,17 +15,26 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy import ndimage
 
 from .errors import DigitrecError
 
 MAX_BYTES = 20 * 1024 * 1024  # an image file larger than this is refused before decoding
 MAX_PIXELS = 40_000_000  # declared width x height above this is refused before decoding (decompression bombs)
-WORK_SIDE = 1024  # images are shrunk to at most this side before any analysis: cost stays bounded
+# Memory the decoded image may take in Pillow's own storage (1, 2 or 4 bytes a pixel by mode), checked after
+# JPEG draft reduction and mode expansion are known and before the pixels are allocated.
+MAX_DECODED_BYTES = 96 * 1024 * 1024
+MAX_JPEG_SCANS = 100  # a progressive JPEG has ~10 scans; thousands of empty ones are a CPU bomb
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # what people send digits in; nothing else is decoded
+WORK_PIXELS = 256 * 256  # images are shrunk to about this many pixels before analysis: cost stays bounded
+WORK_SIDE = 2048  # ... and to at most this side (a 1 x 40,000,000 strip is no line of digits)
 MIN_CONTRAST = 0.12  # ink must differ from the background by this much (of the 0-1 grey range)
 TARGET_STROKE = 2.4  # MNIST strokes are about this wide (px) in the 20 px box
-TOO_LARGE = "image too large"  # how every size refusal begins (the server answers those with 413)
+TOO_LARGE = "image too large"  # how every size refusal begins (for people; programs read the error code)
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transpose that undoes it
 
 
 @dataclass
@@ -40,9 +49,28 @@ class Ink:
         return not self.mask.any()
 
 
-def decode(data: bytes) -> tuple[np.ndarray, float]:
-    """Image bytes (any format Pillow reads) -> (grey float32 [H, W] in [0, 1] with dark = 0, scale), where
-    scale = original width / analysed width (> 1 when a big image was shrunk to WORK_SIDE)."""
+@dataclass(frozen=True)
+class Decoded:
+    """An image decoded elsewhere (the server decodes in sandboxed worker processes), or the error that
+    decoding it gave: `decode` returns the first as is and raises the second."""
+
+    grey: np.ndarray | None  # float32 [H, W] in [0, 1]
+    scale: float = 1.0
+    error: DigitrecError | None = None
+
+
+def decode(data: bytes | Decoded) -> tuple[np.ndarray, float]:
+    """Image bytes (PNG, JPEG, GIF, BMP, TIFF or WebP) -> (grey float32 [H, W] in [0, 1] with dark = 0, scale),
+    shrunk to about WORK_PIXELS, where scale = original width / analysed width.
+
+    Any bytes give a result or a DigitrecError, never another exception: Pillow's decoders raise whatever
+    their parsers meet (struct.error, TypeError, ValueError ...) on crafted files, so every failure inside
+    decoding is an invalid image, and running out of memory (the server's workers run under a memory limit)
+    is a refusal, not a crash."""
+    if isinstance(data, Decoded):
+        if data.error is not None:
+            raise data.error
+        return data.grey, data.scale
     if len(data) > MAX_BYTES:
         raise DigitrecError(f"{TOO_LARGE} ({len(data)} bytes; the limit is {MAX_BYTES})", code="too_large")
     if not data:
@@ -50,38 +78,125 @@ def decode(data: bytes) -> tuple[np.ndarray, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            if image.width * image.height > MAX_PIXELS:
-                raise DigitrecError(f"{TOO_LARGE} ({image.width}x{image.height} pixels; "
-                                    f"the limit is {MAX_PIXELS:,} pixels)", code="too_large")
-            image.seek(0)  # first frame of an animation
-            image = ImageOps.exif_transpose(image)
-            image.load()
+            grey, width = _decode_grey(data)
     except DigitrecError:
         raise
+    except MemoryError:
+        raise DigitrecError("image too costly to decode (over its memory budget)", code="too_costly") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DigitrecError(f"{TOO_LARGE} (over {MAX_PIXELS:,} pixels)", code="too_large") from None
     except Image.UnidentifiedImageError:
-        raise DigitrecError("not an image Pillow can read (PNG, JPEG, BMP, GIF, TIFF, WebP ...)",
+        raise DigitrecError("not an image digitrec reads (PNG, JPEG, GIF, BMP, TIFF, WebP)",
                             code="unsupported_format") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as e:  # truncated or corrupt data
-        raise DigitrecError(f"cannot decode image: {e}", code="invalid_image") from None
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+    except Exception as e:  # noqa: BLE001  (truncated, corrupt or crafted data: see the docstring)
+        raise DigitrecError(f"cannot decode image: {type(e).__name__}: {str(e)[:200]}", code="invalid_image") from None
+    return np.asarray(grey, dtype=np.float32) / 255.0, width / grey.width
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
+
+
+def _work_size(width: int, height: int) -> tuple[int, int]:
+    shrink = min(1.0, (WORK_PIXELS / max(1, width * height)) ** 0.5, WORK_SIDE / max(width, height))
+    return max(1, round(width * shrink)), max(1, round(height * shrink))
+
+
+def _decode_grey(data: bytes) -> tuple[Image.Image, int]:
+    """(mode L image at working size, oriented, alpha on white; the oriented width before shrinking)."""
+    image = Image.open(io.BytesIO(data), formats=FORMATS)
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise DigitrecError(f"{TOO_LARGE} ({width}x{height} pixels; the limit is {MAX_PIXELS:,} pixels)",
+                            code="too_large")
+    if image.format == "JPEG":
+        if data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # start-of-scan markers (0xFF is escaped inside scans)
+            raise DigitrecError(f"image too costly to decode (a JPEG of over {MAX_JPEG_SCANS} scans)",
+                                code="too_costly")
+        image.draft("L", _work_size(width, height))  # decode at 1/2, 1/4 or 1/8 size when that is enough
+    mode = "RGBA" if image.mode == "PA" else "I" if image.mode.startswith("I;16") else image.mode
+    decoded = image.size[0] * image.size[1] * _bytes_per_pixel(mode)
+    if decoded > MAX_DECODED_BYTES:
+        raise DigitrecError(f"{TOO_LARGE} ({image.size[0]}x{image.size[1]} {image.mode} pixels take "
+                            f"{decoded >> 20} MB; the limit is {MAX_DECODED_BYTES >> 20} MB)", code="too_large")
+    try:
+        orientation = image.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001  (a broken EXIF block: the pixels are still good)
+        orientation = None
+    image.seek(0)  # the first frame of an animation
+    image.load()
+    small = _work_size(*image.size)
+    if image.mode == "P":  # palette: grey (and alpha on white) per palette entry, then one lookup per pixel
+        image = _palette_to_grey(image)
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode == "PA":
+        image = image.convert("RGBA")
+    if image.size != small:
+        image = image.resize(small, Image.Resampling.BOX, reducing_gap=2.0)
+    image = _to_grey(image)
+    if orientation in ORIENTATIONS:
+        image = image.transpose(ORIENTATIONS[orientation])
+    return image, width if orientation not in (5, 6, 7, 8) else height
+
+
+def _palette_to_grey(image: Image.Image) -> Image.Image:
+    """P -> L without an RGBA copy: the palette itself is turned into composited grey levels."""
+    rgba = image.convert("RGBA") if image.width * image.height <= 1 << 16 else None
+    if rgba is not None:  # small: the plain way
+        return _to_grey(rgba)
+    palette = np.asarray(image.getpalette("RGB") or [], np.float32).reshape(-1, 3)
+    palette = np.vstack([palette, np.zeros((256 - len(palette), 3), np.float32)])[:256]
+    alpha = np.ones(256, np.float32)
+    transparency = image.info.get("transparency")
+    if isinstance(transparency, int) and 0 <= transparency < 256:
+        alpha[transparency] = 0
+    elif isinstance(transparency, bytes):
+        alpha[:len(transparency)] = np.frombuffer(transparency[:256], np.uint8) / 255.0
+    grey = palette @ np.array([0.299, 0.587, 0.114], np.float32)
+    levels = np.clip(np.round(255 - alpha * (255 - grey)), 0, 255).astype(np.uint8)
+    image = image.copy()
+    image.info.pop("transparency", None)
+    image.putpalette(np.repeat(levels, 3).tobytes(), "RGB")
+    return image.convert("L")
+
+
+def _to_grey(image: Image.Image) -> Image.Image:
+    """Any mode -> L: alpha composited on white paper (canvas drawings are strokes on transparency),
+    16-bit and float images scaled (not clipped) into 0-255."""
+    if image.mode in ("RGBA", "LA"):
         # Canvas drawings are often strokes on a transparent background: composite on white paper.
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(paper, rgba)
-    width = image.width
-    if max(image.size) > WORK_SIDE:
-        image.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
-    grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    return grey, width / image.width
+        alpha = np.asarray(image.getchannel("A"), np.float32) / 255.0
+        grey = np.asarray(image.convert("RGB").convert("L") if image.mode == "RGBA" else image.getchannel("L"),
+                          np.float32)
+        return Image.fromarray(np.round(255 - alpha * (255 - grey)).astype(np.uint8))
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)
+        values = np.where(np.isfinite(values), values, 0)
+        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if image.mode.startswith("I;16") or (image.mode == "I" and 0 <= lo and 255 < hi <= 65535):
+            values = values / 65535  # the full 16-bit range
+        elif image.mode == "I" and 0 <= lo and hi <= 255:
+            values = values / 255
+        elif not (image.mode == "F" and 0 <= lo and hi <= 1):
+            values = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)  # unknown range: stretch
+        return Image.fromarray(np.round(np.clip(values, 0, 1) * 255).astype(np.uint8))
+    if image.mode in ("LAB", "YCbCr"):
+        return image.getchannel(0)  # lightness / luma
+    if image.mode == "L":
+        return image
+    return image.convert("RGB").convert("L") if image.mode not in ("RGB", "1", "P") else image.convert("L")
 
 
-def otsu(values: np.ndarray, bins: int = 256) -> float:
+def histogram(values: np.ndarray, bins: int = 256) -> np.ndarray:
+    """Counts of `values` (in [0, 1]) in `bins` equal bins."""
+    return np.bincount(np.clip((values.ravel() * bins).astype(np.int32), 0, bins - 1), minlength=bins)
+
+
+def otsu(values: np.ndarray, bins: int = 256, hist: np.ndarray | None = None) -> float:
     """The threshold that best splits `values` (in [0, 1]) into two classes."""
-    hist, edges = np.histogram(values, bins=bins, range=(0.0, 1.0))
-    hist = hist.astype(np.float64)
+    hist = (histogram(values, bins) if hist is None else hist).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(hist)
     w1 = w0[-1] - w0
@@ -89,6 +204,16 @@ def otsu(values: np.ndarray, bins: int = 256) -> float:
     m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
     between = w0 * w1 * (m0 - m1) ** 2
     return float(edges[np.argmax(between) + 1])
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """Binary dilation by one pixel (4-neighbours), by shifted ORs: far cheaper than the general filter."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
 
 
 def find_ink(grey: np.ndarray) -> Ink:
@@ -103,28 +228,31 @@ def find_ink(grey: np.ndarray) -> Ink:
     small = ink[::f, ::f]
     window = max(3, max(small.shape) // 3)
     background = ndimage.uniform_filter(ndimage.grey_opening(small, size=window), size=window)
-    background = ndimage.zoom(background, (h / small.shape[0], w / small.shape[1]), order=1)[:h, :w]
+    background = np.asarray(Image.fromarray(background.astype(np.float32), "F").resize(
+        (w, h), Image.Resampling.BILINEAR))
     flat = np.clip(ink - background, 0, 1)
     smooth = ndimage.gaussian_filter(flat, sigma=max(0.5, min(h, w) / 400))  # pixel noise must not make ink
     nothing = Ink(np.zeros_like(flat), np.zeros(flat.shape, bool))
-    if smooth.max() - np.median(smooth) < MIN_CONTRAST:
+    hist = histogram(smooth)  # one histogram gives the median (to the bin) and Otsu's threshold
+    median = (np.searchsorted(np.cumsum(hist), smooth.size / 2) + 0.5) / len(hist)
+    if smooth.max() - median < MIN_CONTRAST:
         return nothing
-    threshold = max(otsu(smooth), MIN_CONTRAST / 2)
+    threshold = max(otsu(smooth, hist=hist), MIN_CONTRAST / 2)
     mask = smooth > threshold
     labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
     if not n:
         return nothing
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    biggest = ndimage.find_objects(labels)[int(np.argmax(sizes))]
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    biggest = ndimage.find_objects(labels, max_label=int(np.argmax(sizes)) + 1)[-1]
     if max(biggest[0].stop - biggest[0].start, biggest[1].stop - biggest[1].start) < 0.04 * max(h, w):
         return nothing  # only specks: noise, not a digit
     keep = sizes >= max(0.02 * sizes.max(), 1e-4 * h * w, 2)  # specks much smaller than the strokes go
-    mask = keep[labels - 1] & (labels > 0)
+    mask = np.concatenate([[False], keep])[labels]
     if mask.sum() > 0.6 * h * w:  # "ink" everywhere is no digit (a texture, a dark photo)
         return nothing
     strong = np.percentile(flat[mask], 90)
     # Grey levels are kept (anti-aliased edges), scaled so the stroke core is 1; only near kept ink.
-    near = ndimage.binary_dilation(mask, iterations=1)
+    near = _grow(mask)
     values = np.where(near, np.clip((flat - threshold / 2) / max(strong - threshold / 2, 1e-6), 0, 1), 0)
     return Ink(values.astype(np.float32), mask)
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 from ..errors import missing_dependency
 
 
-def serve(*args, **kwargs) -> None:
-    """Start the server (see `app.serve`); a missing extra is one clear line, not a traceback."""
+def _app():
     try:
-        from .app import serve as run
+        from . import app
     except ModuleNotFoundError as e:
         raise missing_dependency(e.name or "fastapi", "serve") from None
-    run(*args, **kwargs)
+    return app
+
+
+def settings(flags: dict | None = None):
+    """The server's settings: flags (None = not given) > DIGITREC_* environment > defaults."""
+    return _app().Settings.resolve(flags)
+
+
+def serve(settings) -> None:
+    """Start the server (see `app.serve`); a missing extra is one clear line, not a traceback."""
+    _app().serve(settings)

@@ -1,0 +1,77 @@
+"""Issue 11: a real `digitrec serve` (default limits) against the attacker's probes of benchmarks/abuse.py.
+Figures (time, memory, /healthz latency under 8 concurrent probes) are measured by `make bench-abuse`; here
+each probe gets its expected 4xx (or 200 for a real image), never a 5xx, and the server stays healthy."""
+
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+from test_serve import start_server
+
+from benchmarks.abuse import probes
+
+PROBES = probes()
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, url = start_server("--log-level", "warning")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, path, kwargs, expected", PROBES, ids=[p[0] for p in PROBES])
+def test_probe_is_answered_without_5xx(server, name, path, kwargs, expected):
+    start = time.monotonic()
+    response = httpx.post(server + path, timeout=60, **kwargs)
+    assert response.status_code in expected, (response.status_code, response.text[:300])
+    assert time.monotonic() - start < 20  # a hang would be minutes; the 3 s target is bench-abuse's figure
+    body = response.json()
+    assert ("error" in body and "detail" in body) if response.status_code >= 400 else "verdict" in body
+    assert httpx.get(server + "/healthz", timeout=5).status_code == 200
+
+
+def test_real_digits_in_16_bit_and_float_images_are_read(server):
+    for name, path, kwargs, _ in PROBES:
+        if name.endswith("of a 1"):
+            assert httpx.post(server + path, **kwargs).json()["digit"] == 1, name
+
+
+def test_idle_and_slow_connections_are_closed_and_methods_do_not_grow_metrics(server):
+    port = int(server.rsplit(":", 1)[1])
+    results = {}
+
+    def idle():
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(30)
+            start = time.monotonic()
+            results["idle"] = (s.recv(1), time.monotonic() - start)
+
+    def slow_upload():
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(30)
+            s.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 100000\r\n\r\n"
+                      + b"\x89PNG")
+            start, answer = time.monotonic(), s.recv(4096)
+            seconds = time.monotonic() - start
+            while b"}" not in answer and (more := s.recv(4096)):
+                answer += more
+            results["slow"] = (answer, seconds)
+
+    threads = [threading.Thread(target=idle), threading.Thread(target=slow_upload)]
+    for t in threads:
+        t.start()
+    for _ in range(50):
+        httpx.request("X" * 1000 + str(_), server + "/healthz")
+    for t in threads:
+        t.join()
+    data, seconds = results["idle"]
+    assert data == b"" and seconds < 12  # closed by the server
+    answer, seconds = results["slow"]
+    assert answer.startswith(b"HTTP/1.1 408") and b"request_timeout" in answer and seconds < 12
+    metrics = httpx.get(server + "/metrics").text
+    assert "XXXX" not in metrics and 'method="other"' in metrics
