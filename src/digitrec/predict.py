@@ -152,10 +152,10 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
     for index, (name, data) in enumerate(items):
         try:
             grey, scale = decode(data)
+            pieces = segment(find_ink(grey))
         except DigitrecError as e:
             records.append({"path": name, "text": "", "digits": [], "error": str(e), "error_code": e.code})
             continue
-        pieces = segment(find_ink(grey))
         if not pieces:
             records.append({"path": name, "text": "", "digits": [], "error": NO_INK, "error_code": "no_ink"})
             continue
@@ -172,23 +172,26 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
             target = Path(annotate)
             if several:
                 target = target.with_name(f"{target.stem}-{first_index + index}{target.suffix or '.png'}")
-            draw_boxes(grey, [(d, box) for d, (_, box) in zip(digits, pieces)], target)
+            draw_boxes(grey, scale, digits, target)
     return records
 
 
-def draw_boxes(grey: np.ndarray, found: list[tuple[dict, tuple]], path: Path) -> None:
-    """The analysed image with a box per digit: the digit above it ("?" for not a digit), its confidence below
-    (green: digit, orange: uncertain, red: not a digit)."""
+def draw_boxes(grey: np.ndarray, scale: float, found: list[dict], path: Path) -> None:
+    """The image (the analysed copy, brought back to the original size) with a box per digit record: the digit
+    above it ("?" for not a digit), its confidence below (green: digit, orange: uncertain, red: not a digit)."""
     from PIL import Image, ImageDraw
 
     image = Image.fromarray((grey * 255).astype(np.uint8)).convert("RGB")
+    if scale != 1:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
     size = max(12, min(40, image.height // 8))
     canvas = Image.new("RGB", (image.width, image.height + 2 * size + 8), "white")
     canvas.paste(image, (0, size + 4))
     draw = ImageDraw.Draw(canvas)
     colours = {"digit": (0, 150, 0), "uncertain": (230, 110, 0), "not_a_digit": (210, 0, 0)}
-    for record, (x0, y0, x1, y1) in found:
-        digit, confidence = "?" if record["digit"] is None else record["digit"], record["confidence"]
+    for record in found:
+        (x0, y0, x1, y1), confidence = record["box"], record["confidence"]
+        digit = "?" if record["digit"] is None else record["digit"]
         colour = colours[record["verdict"]]
         y0, y1 = y0 + size + 4, y1 + size + 4
         draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=2)
