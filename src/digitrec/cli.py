@@ -37,14 +37,13 @@ def _parser() -> argparse.ArgumentParser:
                 "  digitrec train                       # the seed recipe, exactly as the course report\n"
                 "  digitrec train --recipe fast --out runs/fast\n"
                 "  digitrec train --epochs 3 --batch-size 128 --lr 2e-3 --seed 1\n"
+                "  digitrec train --set schedule=constant --set augment.degrees=10   # any recipe field\n"
                 "  digitrec train --resume runs/seed-20261128-101500\n"
                 "  torchrun --nproc_per_node=2 -m digitrec train --recipe fast   # several processes")
-    c.add_argument("--recipe", default="seed", help="seed (default), fast or best; see `digitrec recipes`")
-    c.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
-    c.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
-    c.add_argument("--batch-size", type=int, help="override the recipe's batch size (global: all processes together)")
-    c.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
-    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--recipe", help="seed (default), fast or best; see `digitrec recipes`")
+    c.add_argument("--dataset", help="mnist (default) or fashion-mnist")
+    _recipe_options(c)
+    c.add_argument("--seed", type=int, help="random seed (default 0)")
     c.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda or mps")
     c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
     c.add_argument("--out", help="run folder (default: runs/<recipe>-<date>-<time>)")
@@ -111,6 +110,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _recipe_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    c.add_argument("--batch-size", type=int, help="override the recipe's batch size (global: all processes together)")
+    c.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any recipe field, e.g. --set schedule=constant --set augment.degrees=5 (repeatable)")
+
+
+def _recipe(a, name: str):
+    """The named recipe with the command line's overrides, validated by the recipe itself."""
+    from .recipes import get_recipe
+
+    return get_recipe(name).with_overrides(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr).with_settings(a.set)
+
+
 def _model_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--model", help="model file (.safetensors or .onnx) or run folder (default: the shipped model)")
     c.add_argument("--backend", choices=["torch", "onnxruntime"], help="default: from the model file's type")
@@ -124,24 +138,26 @@ def _cmd_fetch(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    from .recipes import get_recipe
     from .train import default_run_dir, train
 
-    recipe = get_recipe(a.recipe).with_overrides(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr)
-    for name in ("epochs", "batch_size"):
-        if getattr(recipe, name) < 1:
-            raise DigitrecError(f"--{name.replace('_', '-')} must be at least 1")
-    if recipe.lr <= 0:
-        raise DigitrecError("--lr must be positive")
     progress = {"auto": None, "bar": True, "lines": False}[a.progress]
     if a.resume:
-        train(recipe, out=a.resume, resume=True, device=a.device, data_dir=a.data_dir, compile=a.compile,
+        # A resumed run keeps the recipe, seed, data set and folder it was started with: refuse what it would
+        # ignore rather than drop it silently.
+        ignored = [opt for opt, value in (("--recipe", a.recipe), ("--dataset", a.dataset), ("--epochs", a.epochs),
+                                          ("--batch-size", a.batch_size), ("--lr", a.lr), ("--seed", a.seed),
+                                          ("--out", a.out)) if value is not None] + ["--set"] * bool(a.set)
+        if ignored:
+            raise DigitrecError(f"--resume continues the run as it was started; {ignored[0]} cannot change it "
+                                "(start a new run with --out instead)")
+        train(None, out=a.resume, resume=True, device=a.device, data_dir=a.data_dir, compile=a.compile,
               progress=progress)
         return 0
-    out = a.out or default_run_dir(recipe, a.dataset)
+    recipe, dataset = _recipe(a, a.recipe or "seed"), a.dataset or "mnist"
+    out = a.out or default_run_dir(recipe, dataset)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process speaks for all
         print(f"run folder: {out}")
-    train(recipe, dataset=a.dataset, data_dir=a.data_dir, out=out, seed=a.seed, device=a.device,
+    train(recipe, dataset=dataset, data_dir=a.data_dir, out=out, seed=a.seed or 0, device=a.device,
           compile=a.compile, progress=progress)
     return 0
 

@@ -99,7 +99,7 @@ def _start_run_dir(out: Path, resume: bool) -> dict | None:
     return None
 
 
-def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike = "data",
+def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.PathLike = "data",
           out: str | os.PathLike | None = None, seed: int = 0, device: str = "auto", resume: bool = False,
           compile: bool = False, progress: bool | None = None,
           log: Callable[[str], None] = say) -> RunResult:
@@ -107,7 +107,7 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
 
     out:    run folder for config.json, metrics.jsonl, curves.png, model.safetensors and checkpoints/
             (None: write nothing).  resume=True continues the run in `out` with the recipe, seed and data
-            it was started with.
+            it was started with (recipe may then be None).
     """
     run_dir = Path(out) if out is not None else None
     if run_dir is not None:
@@ -116,6 +116,8 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             recipe, seed, dataset = Recipe.from_dict(config["recipe"]), config["seed"], config["dataset"]
     elif resume:
         raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
+    if not isinstance(recipe, Recipe):  # None is fine only when resuming: the run's own recipe is used
+        raise DigitrecError(f"train() needs a Recipe (digitrec.recipes), not {type(recipe).__name__}")
 
     dev = select_device(device)
     keep_freed_memory()
