@@ -88,6 +88,8 @@ class Recipe:
     # Training images held out as a validation split (seeded, stratified; data.split_validation) for what is
     # chosen after training (calibration, thresholds) and for comparing variants.  0: train on all of them.
     validation: int = 5000
+    # False: the test split is evaluated once, after the last epoch (comparisons that must not peek, e.g. ablate).
+    test_each_epoch: bool = True
 
     def __post_init__(self) -> None:
         _check(self, "")

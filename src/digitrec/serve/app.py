@@ -270,6 +270,8 @@ def create_app(model: str | os.PathLike | None = None, backend: str | None = Non
             raise error
         return {"text": record["text"], "digits": record["digits"]}
 
+    from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
+    app.include_router(explain_router(predictor, max_bytes))
     return app
 
 
