@@ -6,7 +6,7 @@ DATA   ?= data
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := runs/seed-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run test install install-test data data-fashion browser bench bench-seed bench-infer bench-serve clean
+.PHONY: run test install install-test data data-fashion browser bench bench-seed bench-infer bench-serve mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,5 +58,10 @@ bench-infer: install-test data
 bench-serve: install-test data
 	$(BIN)/python -m benchmarks.serve --data-dir $(DATA) --clients 32 --requests 200
 
+# Mutation testing of the tests (mutmut, CPU-heavy, not part of CI): survival per module, see docs/mutation.md.
+mutation: install-test data
+	$(BIN)/pip install -q -e '.[dev]'
+	DIGITREC_DATA=$(DATA) $(BIN)/python -m benchmarks.mutation
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache mutants

@@ -39,8 +39,7 @@ def _without_timing(history):
 
 
 @pytest.mark.mnist
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["fast", "best"])
+@pytest.mark.parametrize("name", ["fast", pytest.param("best", marks=pytest.mark.slow)])
 def test_resumed_recipe_ends_with_the_weights_and_ema_of_an_uninterrupted_run(name, small_data, tmp_path):
     recipe = SMALL[name]
     reference = train(recipe, data_dir=small_data, out=tmp_path / "ref", seed=4, device="cpu", log=quiet)
