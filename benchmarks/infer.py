@@ -67,6 +67,8 @@ def main():
                                  "--model", args.model], capture_output=True, text=True)
         seconds = time.perf_counter() - start
         rows = result.stdout.strip().splitlines()[1:]
+        if len(rows) != args.images:  # a figure "% correct" only over every image asked for
+            raise SystemExit(f"digitrec predict answered {len(rows)} of {args.images} images:\n{result.stderr[-2000:]}")
         labels = test.labels[np.arange(args.images) % len(test)].tolist()
         right = sum(int(row.split(",")[1]) == label for row, label in zip(rows, labels) if row.split(",")[1])
         print(f"digitrec predict on a folder of {len(rows)} PNGs: {seconds:.1f} s whole process, "
