@@ -603,7 +603,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
         return {"text": record["text"], "digits": record["digits"], "verdict": _verdict(record)}
 
     from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
-    app.include_router(explain_router(predictor, max_bytes))
+    app.include_router(explain_router(predictor, settings.max_bytes, decoded))
     return app
 
 
