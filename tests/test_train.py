@@ -135,3 +135,13 @@ def test_the_fast_recipe_reaches_99_percent_on_mnist(mnist_dir):
     assert len(result.history) == 1 and result.history[0]["epoch"] == 1
     assert result.test_accuracy == result.history[-1]["test_accuracy"] >= 99.0
     assert result.history[0]["val_accuracy"] >= 98.5  # the held-out training images tell the same story
+
+
+def test_an_unknown_recipe_is_one_clear_error_naming_the_known_ones():
+    from digitrec.errors import DigitrecError
+    from digitrec.recipes import get_recipe
+
+    assert get_recipe("fast") is RECIPES["fast"]
+    with pytest.raises(DigitrecError, match=r"^unknown recipe 'nope'; choose from seed, fast, best") as e:
+        get_recipe("nope")
+    assert e.value.code == "invalid_input"
