@@ -85,7 +85,7 @@ def test_version_and_help():
 @pytest.mark.parametrize("args, message", [
     (["train", "--bogus"], "unrecognized arguments: --bogus"),
     (["train", "--epochs", "many"], "invalid int value"),
-    (["train", "--epochs", "0"], "--epochs must be at least 1"),
+    (["train", "--epochs", "0"], "recipe field epochs must be at least 1"),
     (["train", "--recipe", "magic"], "unknown recipe 'magic'"),
     (["train", "--device", "tpu"], "unknown device 'tpu'"),
     (["fetch", "--dataset", "cifar"], "unknown dataset 'cifar'"),

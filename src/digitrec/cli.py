@@ -37,14 +37,13 @@ def _parser() -> argparse.ArgumentParser:
                 "  digitrec train                       # the seed recipe, exactly as the course report\n"
                 "  digitrec train --recipe fast --out runs/fast\n"
                 "  digitrec train --epochs 3 --batch-size 128 --lr 2e-3 --seed 1\n"
+                "  digitrec train --set schedule=constant --set augment.degrees=10   # any recipe field\n"
                 "  digitrec train --resume runs/seed-20261128-101500\n"
                 "  torchrun --nproc_per_node=2 -m digitrec train --recipe fast   # several processes")
-    c.add_argument("--recipe", default="seed", help="seed (default), fast or best; see `digitrec recipes`")
-    c.add_argument("--dataset", default="mnist", help="mnist (default) or fashion-mnist")
-    c.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
-    c.add_argument("--batch-size", type=int, help="override the recipe's batch size (global: all processes together)")
-    c.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
-    c.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    c.add_argument("--recipe", help="seed (default), fast or best; see `digitrec recipes`")
+    c.add_argument("--dataset", help="mnist (default) or fashion-mnist")
+    _recipe_options(c)
+    c.add_argument("--seed", type=int, help="random seed (default 0)")
     c.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda or mps")
     c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
     c.add_argument("--out", help="run folder (default: runs/<recipe>-<date>-<time>)")
@@ -54,6 +53,38 @@ def _parser() -> argparse.ArgumentParser:
                    help="override the recipe's: auto = bf16 autocast where the hardware has bf16 (not for seed)")
     c.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
                    help="a progress bar per epoch (bar), per-epoch lines only (lines), or bar on a terminal (auto)")
+    c.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard event files into the run folder (pip install 'digitrec[learn]')")
+
+    c = command("ablate", "test the course report's claims: train the seed recipe without conv3, BatchNorm, "
+                "Dropout or the LR schedule, several seeds each, and compare on a validation split",
+                "  digitrec ablate                                  # 5 variants x 5 seeds x 10 epochs\n"
+                "  digitrec ablate --epochs 2 --seeds 2 --variants seed,no-conv3 --out runs/ablation-short\n"
+                "  digitrec ablate --out runs/ablation              # again: finished runs are not rerun")
+    c.add_argument("--out", default="runs/ablation", help="folder for the runs and the results (default: runs/ablation)")
+    c.add_argument("--seeds", type=int, default=5, help="runs per variant, seeds 0..N-1 (default 5)")
+    c.add_argument("--variants", help="comma-separated: seed,no-conv3,no-batchnorm,no-dropout,constant-lr (default: all)")
+    _recipe_options(c)
+    c.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
+    c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
+    c.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto", help="as for train")
+    c.add_argument("--tensorboard", action="store_true", help="TensorBoard event files in every run folder")
+
+    c = command("explain", "show what the network sees: input, filters, feature maps, attribution (one PNG per image)",
+                "  digitrec explain my_digit.png                    # the shipped model -> explanations/\n"
+                "  digitrec explain --index 0 --index 8 --model runs/seed-20261128-101500 --out docs/\n"
+                "  (needs pip install 'digitrec[learn]')")
+    c.add_argument("paths", nargs="*", metavar="IMAGE", help="image files, folders, globs, or - for stdin")
+    c.add_argument("--index", type=int, action="append", default=[], metavar="N",
+                   help="an MNIST test image by its index (repeatable)")
+    c.add_argument("--model", help="model file or run folder (default: the shipped model)")
+    c.add_argument("--out", default="explanations", help="folder for the PNGs (default: explanations)")
+    c.add_argument("--data-dir", default="data", help="where MNIST is, for --index (default: data)")
+
+    c = command("summary", "print a model's layers, output shapes, parameters and multiply-adds per image",
+                "  digitrec summary                 # the shipped model\n  digitrec summary seed\n"
+                "  digitrec summary runs/seed-20261128-101500\n  (needs pip install 'digitrec[learn]')")
+    c.add_argument("model", nargs="?", help="an architecture (seed, fast, wide, ...), a model file or a run folder")
 
     c = command("evaluate", "evaluate a model on the test split: table, report.json, confusion.png, mistakes.png",
                 "  digitrec evaluate runs/seed-20261128-101500\n  digitrec evaluate model.safetensors --out reports/")
@@ -131,7 +162,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _model_options(c: argparse.ArgumentParser) -> None:  # serve also reads DIGITREC_MODEL / DIGITREC_BACKEND
+def _recipe_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
+    c.add_argument("--batch-size", type=int, help="override the recipe's batch size (global: all processes together)")
+    c.add_argument("--lr", type=float, help="override the recipe's (peak) learning rate")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="set any recipe field, e.g. --set schedule=constant --set augment.degrees=5 (repeatable)")
+
+
+def _recipe(a, recipe):
+    """The recipe (or recipe name) with the command line's overrides, validated by the recipe itself."""
+    from .recipes import get_recipe
+
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    return recipe.with_overrides(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr).with_settings(a.set)
+
+
+def _model_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--model", help="model file (.safetensors or .onnx) or run folder (default: the shipped model)")
     c.add_argument("--backend", choices=["torch", "onnxruntime"], help="default: from the model file's type")
 
@@ -144,25 +191,75 @@ def _cmd_fetch(a) -> int:
 
 
 def _cmd_train(a) -> int:
-    from .recipes import get_recipe
     from .train import default_run_dir, train
 
-    recipe = get_recipe(a.recipe).with_overrides(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr)
-    for name in ("epochs", "batch_size"):
-        if getattr(recipe, name) < 1:
-            raise DigitrecError(f"--{name.replace('_', '-')} must be at least 1")
-    if recipe.lr <= 0:
-        raise DigitrecError("--lr must be positive")
     progress = {"auto": None, "bar": True, "lines": False}[a.progress]
     if a.resume:
-        train(recipe, out=a.resume, resume=True, device=a.device, data_dir=a.data_dir, compile=a.compile,
-              progress=progress, precision=a.precision)
+        # A resumed run keeps the recipe, seed, data set and folder it was started with: refuse what it would
+        # ignore rather than drop it silently.
+        ignored = [opt for opt, value in (("--recipe", a.recipe), ("--dataset", a.dataset), ("--epochs", a.epochs),
+                                          ("--batch-size", a.batch_size), ("--lr", a.lr), ("--seed", a.seed),
+                                          ("--out", a.out), ("--precision", a.precision)) if value is not None] + ["--set"] * bool(a.set)
+        if ignored:
+            raise DigitrecError(f"--resume continues the run as it was started; {ignored[0]} cannot change it "
+                                "(start a new run with --out instead)")
+        board = _tensorboard(a, a.resume)
+        train(None, out=a.resume, resume=True, device=a.device, data_dir=a.data_dir, compile=a.compile,
+              progress=progress, on_epoch=board and board.on_epoch)
         return 0
-    out = a.out or default_run_dir(recipe, a.dataset)
+    recipe, dataset = _recipe(a, a.recipe or "seed"), a.dataset or "mnist"
+    out = a.out or default_run_dir(recipe, dataset)
+    board = _tensorboard(a, out)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process speaks for all
         print(f"run folder: {out}")
-    train(recipe, dataset=a.dataset, data_dir=a.data_dir, out=out, seed=a.seed, device=a.device,
-          compile=a.compile, progress=progress, precision=a.precision)
+    train(recipe, dataset=dataset, data_dir=a.data_dir, out=out, seed=a.seed or 0, device=a.device,
+          compile=a.compile, progress=progress, precision=a.precision, on_epoch=board and board.on_epoch)
+    if board:
+        board.close()
+    return 0
+
+
+def _tensorboard(a, run_dir):
+    if not a.tensorboard:
+        return None
+    from .tensorboard_log import TensorBoardLog
+
+    return TensorBoardLog(run_dir)
+
+
+def _cmd_ablate(a) -> int:
+    from .ablate import BASE, ablate, format_table
+
+    if a.tensorboard:
+        from .tensorboard_log import require_tensorboard
+
+        require_tensorboard()
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants is not None else None
+    report = ablate(a.out, variants=variants, seeds=a.seeds, base=_recipe(a, BASE), data_dir=a.data_dir,
+                    device=a.device, tensorboard=a.tensorboard,
+                    progress={"auto": None, "bar": True, "lines": False}[a.progress])
+    print(format_table(report))
+    print("\nwrote " + ", ".join(report["files"]))
+    return 0
+
+
+def _cmd_explain(a) -> int:
+    from .explain import explain
+
+    records = explain(a.paths, model=a.model, out=a.out, indices=a.index, data_dir=a.data_dir)
+    for r in records:
+        if r["error"]:
+            print(f"{r['path']}: error: {r['error']}")
+        else:
+            top = "  ".join(f"{d}:{p:.3f}" for d, p in r["topk"])
+            print(f"{r['path']}: {r['digit']}  top: {top}  -> {r['out']}")
+    return 1 if any(r["error"] for r in records) else 0
+
+
+def _cmd_summary(a) -> int:
+    from .explain import summary
+
+    print(summary(a.model))
     return 0
 
 
@@ -229,7 +326,8 @@ def _cmd_export(a) -> int:
     return 0
 
 
-COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
+COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "ablate": _cmd_ablate, "explain": _cmd_explain,
+            "summary": _cmd_summary, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
             "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export, "ensemble": _cmd_ensemble,
             "serve": _cmd_serve}
 

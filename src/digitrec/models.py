@@ -3,6 +3,9 @@ returns 10 logits; any mean/std normalisation lives inside the model, so exporte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,16 +32,25 @@ class Dropout(nn.Dropout):
 
 class SeedCNN(nn.Module):
     """The course report's CNN, layer for layer and name for name (its state_dict loads into the report's
-    `CNN` class and back).  37,642 parameters."""
+    `CNN` class and back).  37,642 parameters.
 
-    def __init__(self) -> None:
+    The flags remove one of the report's claimed improvements each, for `digitrec ablate`: conv3=False ends
+    after two conv blocks with Linear(32*7*7 -> 10); batchnorm=False drops conv3's BatchNorm; dropout=False
+    drops the Dropout before the output layer.  A removed layer becomes nn.Identity, so the layers that stay
+    keep their names and the forward pass stays one piece of code."""
+
+    def __init__(self, conv3: bool = True, batchnorm: bool = True, dropout: bool = True) -> None:
         super().__init__()
         self.conv1 = nn.Sequential(nn.Conv2d(1, 16, 5, stride=1, padding=2), nn.ReLU(), nn.MaxPool2d(2))  # 28 -> 14
         self.conv2 = nn.Sequential(nn.Conv2d(16, 32, 5, stride=1, padding=2), nn.ReLU(), nn.MaxPool2d(2))  # 14 -> 7
-        self.conv3 = nn.Sequential(nn.Conv2d(32, 64, 3, stride=1, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-                                   nn.MaxPool2d(2))  # 7 -> 3
-        self.dropout = Dropout(0.5)
-        self.out = nn.Linear(64 * 3 * 3, 10)
+        if conv3:
+            self.conv3 = nn.Sequential(nn.Conv2d(32, 64, 3, stride=1, padding=1),
+                                       nn.BatchNorm2d(64) if batchnorm else nn.Identity(), nn.ReLU(),
+                                       nn.MaxPool2d(2))  # 7 -> 3
+        else:
+            self.conv3 = nn.Sequential(nn.Identity(), nn.Identity(), nn.Identity(), nn.Identity())
+        self.dropout = Dropout(0.5) if dropout else nn.Identity()
+        self.out = nn.Linear(64 * 3 * 3 if conv3 else 32 * 7 * 7, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # ReLU and max-pooling commute exactly (max of ReLUs = ReLU of max), so each stage pools first and
@@ -112,7 +124,13 @@ class WideCNN(nn.Module):
         return self.out(self.dropout(self.features(x).flatten(1)))
 
 
-MODELS: dict[str, type[nn.Module]] = {"seed": SeedCNN, "fast": FastCNN, "wide": WideCNN}
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "seed": SeedCNN, "fast": FastCNN, "wide": WideCNN,
+    # The seed network with one of the course report's claimed improvements removed (`digitrec ablate`).
+    "seed-no-conv3": partial(SeedCNN, conv3=False),
+    "seed-no-bn": partial(SeedCNN, batchnorm=False),
+    "seed-no-dropout": partial(SeedCNN, dropout=False),
+}
 
 
 def build_model(name: str) -> nn.Module:

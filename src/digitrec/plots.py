@@ -12,16 +12,19 @@ import torch  # noqa: E402
 
 
 def curves(history: list[dict], path: str | os.PathLike) -> None:
-    epochs = [row["epoch"] for row in history]
+    """Loss and accuracy per epoch, for whichever of the train, validation and test splits the rows have."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss", yscale="log")
-    ax_loss.legend()
-    ax_acc.plot(epochs, [r["test_accuracy"] for r in history], "o-", color="C2")
-    ax_acc.set(xlabel="epoch", ylabel="%", title="test accuracy")
-    for ax in (ax_loss, ax_acc):
+    for ax, keys in ((ax_loss, ("train_loss", "val_loss", "test_loss")), (ax_acc, ("val_accuracy", "test_accuracy"))):
+        for key in keys:
+            points = [(row["epoch"], row[key]) for row in history if key in row]
+            if points:
+                split = key.split("_")[0]
+                ax.plot(*zip(*points), "o-", label={"val": "validation"}.get(split, split),
+                        color={"train": "C0", "val": "C2", "test": "C1"}[split])
         ax.grid(alpha=0.3)
+        ax.legend()
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss", yscale="log")
+    ax_acc.set(xlabel="epoch", ylabel="%", title="accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

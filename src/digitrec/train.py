@@ -86,16 +86,20 @@ def _start_run_dir(out: Path, resume: bool) -> dict | None:
     return None
 
 
-def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike = "data",
+def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.PathLike = "data",
           out: str | os.PathLike | None = None, seed: int = 0, device: str = "auto", resume: bool = False,
           compile: bool = False, progress: bool | None = None, precision: str | None = None,
-          log: Callable[[str], None] = say) -> RunResult:
-    """Train `recipe` and evaluate on the test split after each epoch.
+          log: Callable[[str], None] = say,
+          on_epoch: Callable[[dict, nn.Module], None] | None = None) -> RunResult:
+    """Train `recipe` and evaluate on the test split after each epoch (after the last only, when the recipe
+    has test_each_epoch=False).
 
     out:    run folder for config.json, metrics.jsonl, curves.png, model.safetensors and checkpoints/
-                    (None: write nothing).  resume=True continues the run in `out` with the recipe, seed and data
-            it was started with.
+            (None: write nothing).  resume=True continues the run in `out` with the recipe, seed and data
+            it was started with (recipe may then be None).
     precision: auto | fp32 | bf16, overriding the recipe's (see inference.resolve_precision).
+    on_epoch: called in the main process after each epoch (once it is on disk) with the epoch's metrics row
+            and the model as it is evaluated, e.g. digitrec.tensorboard's writer.
     """
     run_dir = Path(out) if out is not None else None
     if run_dir is not None:
@@ -104,6 +108,8 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             recipe, seed, dataset = Recipe.from_dict(config["recipe"]), config["seed"], config["dataset"]
     elif resume:
         raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
+    if not isinstance(recipe, Recipe):  # None is fine only when resuming: the run's own recipe is used
+        raise DigitrecError(f"train() needs a Recipe (digitrec.recipes), not {type(recipe).__name__}")
 
     if precision is not None:
         recipe = recipe.with_overrides(precision=precision)
@@ -218,25 +224,31 @@ def train(recipe: Recipe, *, dataset: str = "mnist", data_dir: str | os.PathLike
             scheduler.step()
         train_loss = distributed.mean(running / steps_per_epoch, world).item()
         train_seconds = time.perf_counter() - started
-        ev = evaluate_split(eval_model, test_split, recipe.eval_batch_size, dev)
         lr = scheduler.get_last_lr()[0]
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "test_loss": ev.loss, "test_accuracy": ev.accuracy,
-               "lr": lr, "seconds": train_seconds, "images_per_second": n_used / train_seconds}
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": lr, "seconds": train_seconds,
+               "images_per_second": n_used / train_seconds}
         if val_split is not None:
             val = evaluate_split(eval_model, val_split, recipe.eval_batch_size, dev)
             row.update(val_loss=val.loss, val_accuracy=val.accuracy)
+        if recipe.test_each_epoch or epoch + 1 == recipe.epochs:
+            ev = evaluate_split(eval_model, test_split, recipe.eval_batch_size, dev)
+            row.update(test_loss=ev.loss, test_accuracy=ev.accuracy)
         history.append(row)
         if run_dir is not None and world.is_main:
             state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "history": history}
             if ema is not None:
                 state["ema"] = ema.state_dict()
-            save_checkpoint(run_dir, epoch + 1, net, meta(epoch + 1, ev.accuracy), state)
+            save_checkpoint(run_dir, epoch + 1, net, meta(epoch + 1, row.get("test_accuracy")), state)
             _write_metrics(run_dir, history)
         if world.is_main:  # after the checkpoint: a line printed means the epoch is safe on disk
             validation = f"Val Accuracy: {row['val_accuracy']:.2f}%, " if val_split is not None else ""
+            test = f"Test Loss: {row['test_loss']:.4f}, Test Accuracy: {row['test_accuracy']:.2f}%, " \
+                if "test_loss" in row else ""
             log(f"Epoch [{epoch + 1}/{recipe.epochs}], Average Loss: {train_loss:.4f}, LR: {lr:.6f}, "
-                f"{validation}Test Loss: {ev.loss:.4f}, Test Accuracy: {ev.accuracy:.2f}%, {train_seconds:.1f} s")
+                f"{validation}{test}{train_seconds:.1f} s")
+            if on_epoch is not None:
+                on_epoch(row, eval_model)
 
     # Calibration on held-out data: the validation split (or, for recipes that train on every image, the same
     # carve of images they trained on: said in the metadata), plus held-out non-digits when the recipe uses them.

@@ -602,6 +602,8 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             raise error
         return {"text": record["text"], "digits": record["digits"], "verdict": _verdict(record)}
 
+    from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
+    app.include_router(explain_router(predictor, max_bytes))
     return app
 
 

@@ -1,0 +1,58 @@
+"""POST /v1/explain: why the model says what it says, for one image (the drawing page's "Explain" toggle).
+
+The image goes through the same preprocessing as /v1/predict; the answer is the attribution overlay of
+`digitrec.explain` (Integrated Gradients, for the predicted digit and the runner-up) as a PNG
+(`?format=png`), or JSON with the digit, top 3, both 28x28 maps and the overlay as base64 PNG (default).
+Needs the `learn` extra (captum) and the PyTorch backend; otherwise it answers 503 / 501 in the usual
+`{"error", "detail"}` form, and the rest of the server works as before."""
+
+from __future__ import annotations
+
+import base64
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import DigitrecError
+from ..explain import explain_image, overlay_png
+from ..predict import NO_INK, Predictor
+from ..preprocess import decode, find_ink, to_mnist
+from .app import ApiError, images_from
+
+# error code -> HTTP status, as /v1/predict answers them (merge note: use the server's STATUS_BY_CODE once
+# app.py has it); anything not listed is 422
+STATUS = {"too_large": 413, "missing_dependency": 503}
+
+
+def explain_router(predictor: Predictor, max_bytes: int) -> APIRouter:
+    router = APIRouter()
+
+    def explain_sync(data: bytes):
+        ink = find_ink(decode(data)[0])
+        if ink.empty:
+            raise DigitrecError(NO_INK, code="no_ink")
+        digit = to_mnist(ink)
+        with predictor.lock:  # one model call at a time, as for predictions
+            return explain_image(predictor.model, digit, predictor.meta, "image")
+
+    @router.post("/v1/explain")
+    async def explain(request: Request, format: str = Query("json", pattern="^(json|png)$",
+                                                           description="json (maps and overlay) or png (overlay)")):
+        """One image -> the attribution overlay (red: raises the digit's score, blue: lowers it)."""
+        if predictor.backend != "torch":
+            raise ApiError(501, "not_supported", "explanations need the PyTorch backend (gradients), not "
+                                                 f"{predictor.backend}")
+        items = await images_from(request, max_bytes, many=False)
+        try:
+            e = await run_in_threadpool(explain_sync, items[0][1])
+        except DigitrecError as err:
+            raise ApiError(STATUS.get(err.code, 422), err.code, str(err)) from None
+        png = overlay_png(e)
+        if format == "png":
+            return Response(png, media_type="image/png")
+        d = e.to_dict()
+        return {"digit": d["digit"], "runner_up": d["runner_up"], "topk": d["topk"],
+                "attributions": d["attributions"], "overlay": base64.b64encode(png).decode()}
+
+    return router
