@@ -262,4 +262,11 @@ def test_a_bad_model_file_stops_the_server_with_a_clear_message(tmp_path):
                              "--port", str(free_port())], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "not a digitrec model" in result.stderr
 
-# The drawing page, in a real browser: tests/test_page.py
+# The drawing page, in a real browser: tests/test_page.py.  (test_explain draws these strokes.)
+
+CHROMIUM = "/usr/bin/chromium"
+STROKES = {  # canvas coordinates (280 x 280 of the page's 448 x 280): mouse strokes a person might draw
+    "1": [[(140, 50), (140, 230)]],
+    "0": [[(140 + 60 * np.sin(t / 24 * 2 * np.pi), 140 - 90 * np.cos(t / 24 * 2 * np.pi)) for t in range(25)]],
+    "7": [[(80, 60), (200, 60), (120, 230)]],
+}
