@@ -602,8 +602,9 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             raise error
         return {"text": record["text"], "digits": record["digits"], "verdict": _verdict(record)}
 
-    from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
-    app.include_router(explain_router(predictor, max_bytes))
+    if predictor.backend == "torch":  # explanations need gradients; a server on onnxruntime never imports torch
+        from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
+        app.include_router(explain_router(predictor, settings.max_bytes))
     return app
 
 
