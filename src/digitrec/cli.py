@@ -142,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                    + env % "DECODE_MEMORY_MB")
     c.add_argument("--decode-timeout", type=float, help="seconds one image may take to decode (default 1.5)"
                    + env % "DECODE_TIMEOUT")
+    c.add_argument("--model-threads", type=int, help="threads inside one model call (default 1)"
+                   + env % "MODEL_THREADS")
 
     c = command("ensemble", "combine trained models into one that averages their probabilities",
                 "  digitrec ensemble runs/best-a runs/best-b runs/best-c --out runs/best-ensemble\n"
@@ -306,7 +308,8 @@ def _cmd_serve(a) -> int:
 
     flags = {k: getattr(a, k, None) for k in ("host", "port", "model", "backend", "workers", "max_bytes",
                                               "max_concurrency", "cors_origin", "log_format", "log_level",
-                                              "decode_workers", "decode_memory_mb", "decode_timeout")}
+                                              "decode_workers", "decode_memory_mb", "decode_timeout",
+                                              "model_threads")}
     serve(settings(flags))
     return 0
 
