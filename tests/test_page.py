@@ -249,3 +249,34 @@ def test_a_drawing_that_is_no_digit(page, shape):
     page.draw(glyph(shape, W / 2, 40, 200))
     assert page.shown == "That doesn't look like a digit"
     assert page.page.evaluate("document.body.dataset.verdict") == "not_a_digit"
+
+
+@pytest.mark.mnist
+def test_docs_try_it_out_uploads_an_image(browser, server, tmp_path, mnist_dir):
+    """Swagger UI at /docs (served offline): open POST /v1/predict, "Try it out", choose a PNG of an MNIST
+    test digit as the multipart `file`, Execute, and read the answer in the page."""
+    from PIL import Image
+
+    from digitrec.data import load_split
+
+    test = load_split("mnist", mnist_dir, train=False)
+    Image.fromarray(test.images[0].numpy()).save(tmp_path / "digit.png")
+    label = int(test.labels[0])
+    context = browser.new_context(viewport={"width": 1200, "height": 1000})
+    page = context.new_page()
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(server) else None)
+    page.goto(server + "/docs")
+    operation = page.locator("#operations-default-predict_v1_predict_post")
+    operation.locator(".opblock-summary").click()
+    operation.locator("button.try-out__btn").click()
+    operation.locator("select").filter(has_text="multipart/form-data").select_option("multipart/form-data")
+    operation.locator("input[type=file]").set_input_files(str(tmp_path / "digit.png"))
+    operation.locator("button.execute").click()
+    answer = operation.locator(".live-responses-table .response-col_description pre").first
+    answer.wait_for(timeout=30000)
+    body = json.loads(answer.inner_text())
+    assert operation.locator(".live-responses-table tbody .response-col_status").first.inner_text().strip() == "200"
+    assert body["digit"] == label and len(body["probabilities"]) == 10
+    assert not outside, f"/docs fetched from outside the server: {outside[:3]}"
+    context.close()

@@ -54,7 +54,7 @@ STATUS_BY_CODE = {
     "invalid_image": 422, "no_ink": 422, "too_costly": 422, "invalid_input": 422, "empty_body": 422,
     "invalid_json": 422, "invalid_base64": 422, "invalid_multipart": 422, "missing_file": 422,
     "invalid_request": 422, "request_timeout": 408, "not_found": 404, "method_not_allowed": 405,
-    "unavailable": 503, "client_closed": 499,
+    "unavailable": 503, "missing_dependency": 503, "client_closed": 499,
 }
 
 log = logging.getLogger("digitrec.serve")
@@ -618,7 +618,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
 
     if predictor.backend == "torch":  # explanations need gradients; a server on onnxruntime never imports torch
         from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
-        app.include_router(explain_router(predictor, settings.max_bytes))
+        app.include_router(explain_router(predictor, settings.max_bytes, decoded))
     return app
 
 

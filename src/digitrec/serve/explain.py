@@ -18,36 +18,37 @@ from ..errors import DigitrecError
 from ..explain import explain_image, overlay_png
 from ..predict import NO_INK, Predictor
 from ..preprocess import decode, find_ink, to_mnist
-from .app import ApiError, images_from
-
-# error code -> HTTP status, as /v1/predict answers them (merge note: use the server's STATUS_BY_CODE once
-# app.py has it); anything not listed is 422
-STATUS = {"too_large": 413, "missing_dependency": 503}
+from .app import ERRORS, ApiError, _image_body, images_from
 
 
-def explain_router(predictor: Predictor, max_bytes: int) -> APIRouter:
+def explain_router(predictor: Predictor, max_bytes: int, decoded) -> APIRouter:
+    """decoded: the server's sandboxed decoding (app.create_app's `decoded`), as for every other image."""
+    from ..checkpoint import load_model
+
     router = APIRouter()
+    network = load_model(predictor.path, "cpu")[0] if predictor.backend == "torch" else None  # gradients
 
-    def explain_sync(data: bytes):
+    def explain_sync(data):  # a Decoded
         ink = find_ink(decode(data)[0])
         if ink.empty:
             raise DigitrecError(NO_INK, code="no_ink")
         digit = to_mnist(ink)
         with predictor.lock:  # one model call at a time, as for predictions
-            return explain_image(predictor.model, digit, predictor.meta, "image")
+            return explain_image(network, digit, predictor.meta, "image")
 
-    @router.post("/v1/explain")
+    @router.post("/v1/explain", responses={**ERRORS, 200: {"content": {"image/png": {}}}},
+                 openapi_extra=_image_body(False))
     async def explain(request: Request, format: str = Query("json", pattern="^(json|png)$",
                                                            description="json (maps and overlay) or png (overlay)")):
         """One image -> the attribution overlay (red: raises the digit's score, blue: lowers it)."""
         if predictor.backend != "torch":
-            raise ApiError(501, "not_supported", "explanations need the PyTorch backend (gradients), not "
-                                                 f"{predictor.backend}")
-        items = await images_from(request, max_bytes, many=False)
+            raise ApiError("not_supported", "explanations need the PyTorch backend (gradients), not "
+                                            f"{predictor.backend}", status=501)
+        items = await decoded(request, (await images_from(request, max_bytes, many=False))[:1])
         try:
             e = await run_in_threadpool(explain_sync, items[0][1])
         except DigitrecError as err:
-            raise ApiError(STATUS.get(err.code, 422), err.code, str(err)) from None
+            raise ApiError(err.code, str(err)) from None  # the status from the code, as everywhere
         png = overlay_png(e)
         if format == "png":
             return Response(png, media_type="image/png")
