@@ -26,7 +26,7 @@ def explain_router(predictor: Predictor, max_bytes: int, decoded) -> APIRouter:
     from ..checkpoint import load_model
 
     router = APIRouter()
-    network = load_model(predictor.path, "cpu")[0] if predictor.backend == "torch" else None  # gradients
+    network = load_model(predictor.source, "cpu")[0]  # gradients: the PyTorch model, whichever backend predicts
 
     def explain_sync(data):  # a Decoded
         ink = find_ink(decode(data)[0])
@@ -41,9 +41,6 @@ def explain_router(predictor: Predictor, max_bytes: int, decoded) -> APIRouter:
     async def explain(request: Request, format: str = Query("json", pattern="^(json|png)$",
                                                            description="json (maps and overlay) or png (overlay)")):
         """One image -> the attribution overlay (red: raises the digit's score, blue: lowers it)."""
-        if predictor.backend != "torch":
-            raise ApiError("not_supported", "explanations need the PyTorch backend (gradients), not "
-                                            f"{predictor.backend}", status=501)
         items = await decoded(request, (await images_from(request, max_bytes, many=False))[:1])
         try:
             e = await run_in_threadpool(explain_sync, items[0][1])
