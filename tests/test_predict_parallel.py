@@ -24,4 +24,4 @@ def test_parallel_predict_gives_the_records_of_one_process(tmp_path, mnist_dir):
     assert two[150]["error_code"] == "unsupported_format"
     right = sum(r["digit"] == int(test.labels[i]) for i, r in enumerate(two) if i != 150)
     assert right >= 0.98 * (n - 1)
-    assert parallel_workers(PARALLEL_FROM - 1, predictor) == 1  # small jobs stay in one process
+    assert parallel_workers(PARALLEL_FROM - 1, predictor) == 1  # with --workers 0, small jobs stay in one process

@@ -107,6 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--topk", type=int, default=3, help="how many best guesses to list (default 3)")
     c.add_argument("--format", choices=["table", "json", "csv"], default="table")
     c.add_argument("--save-preprocessed", metavar="DIR", help="write each 28x28 the model saw as PNG into DIR")
+    c.add_argument("--workers", type=int, default=1,
+                   help="processes for large folders (0: one per core from 512 images; default 1)")
 
     c = command("read", "read a line of handwritten digits (a phone number, a meter reading) in each image",
                 "  digitrec read phone-number.jpg\n  digitrec read meter.png --annotate meter-read.png\n"
@@ -293,7 +295,7 @@ def _cmd_predict(a) -> int:
 
     if not 1 <= a.topk <= 10:
         raise DigitrecError("--topk must be between 1 and 10")
-    records = predict_paths(a.paths, Predictor(a.model, a.backend), a.topk, a.save_preprocessed)
+    records = predict_paths(a.paths, Predictor(a.model, a.backend), a.topk, a.save_preprocessed, a.workers)
     print(format_records(records, a.format, "predict"))
     return 1 if any(r["error"] for r in records) else 0
 
