@@ -6,7 +6,7 @@ DATA   ?= data
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := runs/seed-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run test install install-test data data-fashion browser fonts bench bench-seed bench-infer bench-serve bench-abuse bench-trust clean
+.PHONY: run test install install-test data data-fashion browser fonts bench bench-seed bench-infer bench-serve bench-abuse bench-trust mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,5 +75,10 @@ bench-abuse: install-test
 bench-trust: install data data-fashion fonts
 	mkdir -p runs && $(BIN)/python -m benchmarks.trust --data-dir $(DATA) --json runs/trust.json
 
+# Mutation testing of the tests (mutmut, CPU-heavy, not part of CI): survival per module, see docs/mutation.md.
+mutation: install-test data
+	$(BIN)/pip install -q -e '.[dev]'
+	DIGITREC_DATA=$(DATA) $(BIN)/python -m benchmarks.mutation
+
 clean:
-	rm -rf runs .pytest_cache
+	rm -rf runs .pytest_cache mutants

@@ -48,10 +48,18 @@ def train_run(recipe: str, seed: int, data_dir: str, *extra: str) -> dict:
         wall, stdout = run([sys.executable, "-m", "digitrec", "train", "--recipe", recipe, "--seed", str(seed),
                             "--data-dir", data_dir, "--out", str(out), "--progress", "lines", *extra])
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return {"wall": wall, "accuracy": final_accuracy(stdout), "epochs": rows}
+    return {"seed": seed, "wall": wall, "accuracy": final_accuracy(stdout), "epochs": rows}
 
 
 def mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def time_to_target(runs: list[dict], target: float = 99.0) -> tuple[float | None, list[dict], list[dict]]:
+    """Mean wall time of the runs whose final accuracy reached `target` (percent), with the runs counted and
+    the runs left out.  A run that ended below the target has no time to it: it is never averaged in."""
+    reached = [r for r in runs if r["accuracy"] >= target]
+    missed = [r for r in runs if r["accuracy"] < target]
+    return (statistics.mean(r["wall"] for r in reached) if reached else None), reached, missed

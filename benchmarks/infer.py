@@ -85,6 +85,9 @@ def main():
                                      *model_args], capture_output=True, text=True)
             seconds = time.perf_counter() - start
             rows = result.stdout.strip().splitlines()[1:]
+            if len(rows) != args.images:  # a figure "% correct" only over every image asked for
+                raise SystemExit(f"digitrec predict answered {len(rows)} of {args.images} images:\n"
+                                 f"{result.stderr[-2000:]}")
             right = sum(int(row.split(",")[1]) == label for row, label in zip(rows, labels) if row.split(",")[1])
             print(f"digitrec predict on a folder of {len(rows)} PNGs ({name}): {seconds:.1f} s whole process, "
                   f"{len(rows) / max(seconds, 1e-9):.0f} images/s, {100 * right / max(len(rows), 1):.2f}% correct",

@@ -15,7 +15,7 @@ import re
 import statistics
 import sys
 
-from .common import machine, mean_std, run, train_run
+from .common import machine, mean_std, run, time_to_target, train_run
 
 
 def main():
@@ -52,11 +52,15 @@ def main():
     each = " ".join(f"{r['seconds']:.2f}" for r in seed_rows)
     print(f"digitrec seed recipe: {seed_epoch:.2f} s per epoch ({each}; 2 epochs before the report's code, 2 after), "
           f"{seed_throughput:.0f} images/s", flush=True)
-    fast_wall = statistics.mean(r["wall"] for r in fast)
     fast_acc = [r["accuracy"] for r in fast]
     each = " ".join(f"{r['wall']:.2f}" for r in fast)
-    print(f"digitrec fast recipe: {fast_wall:.2f} s per whole process ({each}; {half} before the report's code, "
-          f"{len(fast) - half} after), accuracies {' '.join(f'{a:.2f}' for a in fast_acc)}", flush=True)
+    print(f"digitrec fast recipe: whole processes {each} s ({half} before the report's code, {len(fast) - half} "
+          f"after), accuracies {' '.join(f'{a:.2f}' for a in fast_acc)}", flush=True)
+    # A time to 99% only from runs that got there: a run that ended at 98.98% has no time to 99%.
+    fast_wall, reached_99, missed_99 = time_to_target(fast, 99.0)
+    for r in missed_99:
+        print(f"digitrec fast recipe, seed {r['seed']}: {r['accuracy']:.2f}%, did NOT reach 99%: "
+              f"not counted in the time to 99%", flush=True)
 
     best = [train_run("best", s, args.data_dir) for s in args.best_seeds]
     for s, r in zip(args.best_seeds, best):
@@ -65,8 +69,14 @@ def main():
     print("\n| measure | report's code | digitrec | ratio |\n|---|---|---|---|")
     print(f"| seconds per epoch (seed math) | {report_epoch:.2f} | {seed_epoch:.2f} (seed recipe) "
           f"| {report_epoch / seed_epoch:.2f}x |")
-    print(f"| seconds to 99% test accuracy, whole process | {wall:.1f} | {fast_wall:.2f} (fast recipe, "
-          f"mean of {len(fast)}) | {wall / fast_wall:.2f}x |")
+    report_to_99 = f"{wall:.1f}" if reached else f"not reached in {len(epochs)} epochs"
+    if fast_wall is None:
+        digitrec_to_99, ratio = f"no fast run reached 99% (0 of {len(fast)})", ""
+    else:
+        digitrec_to_99 = (f"{fast_wall:.2f} (fast recipe, mean of the {len(reached_99)} of {len(fast)} runs "
+                          "that reached 99%)")
+        ratio = f"{wall / fast_wall:.2f}x" if reached else ""
+    print(f"| seconds to 99% test accuracy, whole process | {report_to_99} | {digitrec_to_99} | {ratio} |")
     print(f"| fast recipe test accuracy, {len(fast)} seeds | | {mean_std(fast_acc)}% | |")
     fast_throughput = statistics.mean(r["epochs"][0]["images_per_second"] for r in fast)
     print(f"| training throughput, images/s | {60000 / report_epoch:.0f} | {seed_throughput:.0f} (seed), "

@@ -132,6 +132,7 @@ def test_fetch_failure_lists_every_source(tmp_path, monkeypatch):
     assert list((tmp_path / "Tiny" / "raw").iterdir()) == []
 
 
+@pytest.mark.mnist
 def test_fetch_replaces_a_corrupted_file(mnist_dir, tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     shutil.copytree(mnist_dir / "MNIST" / "raw", raw)
@@ -157,16 +158,17 @@ def test_real_mnist_loads_whole_and_matches_torchvision(mnist_dir):
     assert torch.equal(tv.data, test.images) and torch.equal(tv.targets, test.labels)
 
 
+@pytest.mark.mnist
 @pytest.mark.slow
-def test_fashion_mnist_from_debian_trains_with_the_fast_recipe(tmp_path):
-    from conftest import DATA_DIR, run_cli
+def test_fashion_mnist_from_debian_trains_with_the_fast_recipe(fashion_dir, tmp_path):
+    from conftest import run_cli
 
-    fetched = run_cli("fetch", "--dataset", "fashion-mnist", "--data-dir", str(DATA_DIR))
+    fetched = run_cli("fetch", "--dataset", "fashion-mnist", "--data-dir", str(fashion_dir))
     assert fetched.returncode == 0, fetched.stderr
-    assert "verified" in fetched.stdout
-    result = run_cli("train", "--dataset", "fashion-mnist", "--recipe", "fast", "--data-dir", str(DATA_DIR),
+    assert "all files present and verified" in fetched.stdout  # `make data-fashion` put them there
+    result = run_cli("train", "--dataset", "fashion-mnist", "--recipe", "fast", "--data-dir", str(fashion_dir),
                      "--out", str(tmp_path / "run"), "--device", "cpu")
     assert result.returncode == 0, result.stderr
     assert float(result.stdout.strip().splitlines()[-1].split()[-1].rstrip("%")) >= 85.0
-    report = run_cli("evaluate", str(tmp_path / "run"), "--data-dir", str(DATA_DIR), "--json")
+    report = run_cli("evaluate", str(tmp_path / "run"), "--data-dir", str(fashion_dir), "--json")
     assert json.loads(report.stdout)["classes"][-1] == "Ankle boot"

@@ -177,7 +177,7 @@ def test_explain_endpoint_errors_are_json(server):
                    headers={"Content-Type": "image/png"})
     assert r.status_code == 422 and r.json()["error"] == "invalid_image"
     r = httpx.post(f"{server}/v1/explain", content=b"not an image", headers={"Content-Type": "image/png"})
-    assert r.status_code == 422 and r.json()["error"] == "unsupported_format"
+    assert r.status_code == 415 and r.json()["error"] == "unsupported_format"
     r = httpx.post(f"{server}/v1/explain?format=gif", content=blank, headers={"Content-Type": "image/png"})
     assert r.status_code == 422 and set(r.json()) == {"error", "detail"}
 

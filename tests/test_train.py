@@ -31,6 +31,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.mnist
 def test_resume_after_an_interruption_ends_with_exactly_the_same_weights(small_data, tmp_path):
     reference = train(SMALL, data_dir=small_data, out=tmp_path / "ref", seed=3, device="cpu", log=quiet)
 
@@ -52,6 +53,7 @@ def test_resume_after_an_interruption_ends_with_exactly_the_same_weights(small_d
     assert config["seed"] == 3 and config["recipe"]["epochs"] == 3
 
 
+@pytest.mark.mnist
 def test_same_seed_same_result_other_seed_other_result(small_data):
     one = RECIPES["seed"].with_overrides(epochs=1)
     a = train(one, data_dir=small_data, seed=5, device="cpu", log=quiet)
@@ -61,6 +63,7 @@ def test_same_seed_same_result_other_seed_other_result(small_data):
     assert not torch.equal(a.model.out.weight, c.model.out.weight)
 
 
+@pytest.mark.mnist
 def test_run_folder_is_not_overwritten_by_a_new_run(small_data, tmp_path):
     one = RECIPES["seed"].with_overrides(epochs=1)
     train(one, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)
@@ -94,6 +97,7 @@ def _assert_everything_on_disk_loads(out):
         load_model(out)
 
 
+@pytest.mark.mnist
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_a_checkpoint(small_data, tmp_path):
     reference = tmp_path / "reference"
@@ -120,3 +124,14 @@ def test_sigkill_at_random_moments_never_loses_a_checkpoint(small_data, tmp_path
     _assert_same_weights(load_model(reference)[0].state_dict(), load_model(out)[0].state_dict())
     assert [json.loads(l)["test_accuracy"] for l in (out / "metrics.jsonl").read_text().splitlines()] == \
            [json.loads(l)["test_accuracy"] for l in (reference / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_the_fast_recipe_reaches_99_percent_on_mnist(mnist_dir):
+    """README: `fast` reaches 99% in under an epoch.  One run, seed 0, the recipe exactly as shipped."""
+    result = train(RECIPES["fast"], data_dir=mnist_dir, seed=0, device="cpu", log=quiet)
+    print(f"fast, seed 0: {result.test_accuracy:.2f}% test, {result.history[0]['val_accuracy']:.2f}% validation")
+    assert len(result.history) == 1 and result.history[0]["epoch"] == 1
+    assert result.test_accuracy == result.history[-1]["test_accuracy"] >= 99.0
+    assert result.history[0]["val_accuracy"] >= 98.5  # the held-out training images tell the same story

@@ -14,7 +14,7 @@ from .errors import DigitrecError
 from .inference import select_device
 from .models import Ensemble
 
-VALIDATION = 5000  # the validation carve that every recipe with validation > 0 holds out
+VALIDATION = 5000  # the default validation carve of the recipes
 
 
 def build_ensemble(paths: list[str | os.PathLike], out: str | os.PathLike, data_dir: str | os.PathLike = "data",
@@ -40,9 +40,14 @@ def build_ensemble(paths: list[str | os.PathLike], out: str | os.PathLike, data_
             "dataset": dataset, "classes": first.get("classes"), "data_sha256": first.get("data_sha256"),
             "test_accuracy": None}
     model = Ensemble([m for m, _ in loaded]).eval()
-    _, validation = split_validation(load_split(dataset, data_dir, train=True), VALIDATION)
+    # The members' own validation carve (the same seeded carve for every recipe of one size); members that
+    # held none out are calibrated on a carve they trained on, and the metadata says so.
+    train_split = load_split(dataset, data_dir, train=True)
+    sizes = {m.get("recipe", {}).get("validation", 0) for _, m in loaded}
+    size = sizes.pop() if len(sizes) == 1 and 0 not in sizes else min(VALIDATION, len(train_split) // 5)
+    _, validation = split_validation(train_split, size)
     calibration, summary = calibrate(model, meta, validation.to(dev), device=dev)
-    seen = [str(p) for p, (_, m) in zip(paths, loaded) if m.get("recipe", {}).get("validation", 0) != VALIDATION]
+    seen = [str(p) for p, (_, m) in zip(paths, loaded) if m.get("recipe", {}).get("validation", 0) != size]
     if seen:
         calibration = replace(calibration, fitted_on=f"{calibration.fitted_on} (seen in training by {', '.join(seen)})")
     # The members' own not-a-digit thresholds carry over only as their most cautious one.

@@ -22,7 +22,7 @@ from torch import nn
 
 from .checkpoint import load_model
 from .errors import DigitrecError, missing_dependency
-from .evaluate import predict_proba
+from .inference import predictive_model
 from .models import MODELS, Ensemble, build_model
 from .predict import default_model_path, expand
 from .preprocess import find_ink, decode, to_mnist
@@ -85,8 +85,8 @@ def explain_image(model: nn.Module, image: np.ndarray, meta: dict | None = None,
         raise DigitrecError(f"explain_image needs a 28x28 image, not {image.shape}")
     model.eval()
     x = torch.from_numpy(image)[None, None]
-    tta = bool((meta or {}).get("recipe", {}).get("tta", False))
-    probabilities = predict_proba(model, x, tta)[0].numpy()
+    with torch.no_grad():  # as `predict` reports them: test-time shifts and calibration, if the model has them
+        probabilities = predictive_model(model, meta or {})(x).softmax(1)[0].numpy()
     first = model.members[0] if isinstance(model, Ensemble) else model  # layers to show: the first member's
     maps, hooks = [], []
     for layer_name, module in first.named_modules():

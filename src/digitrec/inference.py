@@ -206,6 +206,7 @@ class TorchBackend:
         from .checkpoint import load_model
 
         network, self.meta = load_model(path, device)
+        self.network = network  # the bare network (explanations need its layers and gradients)
         self.device = device
         self.module = predictive_model(network, self.meta)
         self.calibration = Calibration.from_meta(self.meta)

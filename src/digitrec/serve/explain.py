@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import DigitrecError
 from ..explain import explain_image, overlay_png
 from ..predict import NO_INK, Predictor
-from ..preprocess import decode, find_ink, to_mnist
+from ..preprocess import Decoded, decode, find_ink, to_mnist
 from .app import ERRORS, ApiError, _image_body, images_from
 
 
@@ -28,8 +28,8 @@ def explain_router(predictor: Predictor, max_bytes: int, decoded) -> APIRouter:
     router = APIRouter()
     network = load_model(predictor.source, "cpu")[0]  # gradients: the PyTorch model, whichever backend predicts
 
-    def explain_sync(data):  # a Decoded
-        ink = find_ink(decode(data)[0])
+    def explain_sync(image: Decoded):
+        ink = find_ink(decode(image)[0])
         if ink.empty:
             raise DigitrecError(NO_INK, code="no_ink")
         digit = to_mnist(ink)

@@ -1,0 +1,29 @@
+"""The model that ships with the package, evaluated on the whole MNIST test set the way it predicts (with its
+recipe's test-time shifts and its calibration): it must reach the accuracy its metadata claims, less a small tolerance for
+floating-point differences between CPUs, and at least the README's 99.6%."""
+
+import pytest
+
+from digitrec.checkpoint import load_model
+from digitrec.data import load_split
+from digitrec.evaluate import build_report
+from digitrec.inference import evaluate_split, predictive_model
+from digitrec.predict import default_model_path
+
+TOLERANCE = 0.1  # percentage points: 10 of the 10,000 test images
+FLOOR = 99.6  # README: "99.7%" for the shipped best-recipe model
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_the_shipped_model_reaches_the_accuracy_in_its_metadata(mnist_dir):
+    model, meta = load_model(default_model_path())
+    assert meta["dataset"] == "mnist"
+    # as `digitrec evaluate` and `predict` run it: the recipe's test-time shifts, the calibration temperature
+    ev = evaluate_split(predictive_model(model, meta), load_split("mnist", mnist_dir, train=False))
+    report = build_report(ev, meta, meta["classes"])
+    print(f"shipped model: {report['accuracy']:.2f}% measured, {meta['test_accuracy']:.2f}% in its metadata")
+    assert report["n"] == 10_000
+    assert report["accuracy"] >= meta["test_accuracy"] - TOLERANCE
+    assert report["accuracy"] >= FLOOR
+    assert min(row["recall"] for row in report["per_class"]) >= 0.98  # every digit, not only the common ones
