@@ -1,7 +1,9 @@
 """`make bench-infer`: inference speed of the shipped model on this machine.
 
-1. images/s through the network alone, batch 1 and batch 256: PyTorch eager vs onnxruntime (same weights;
-   the exported graph has no test-time augmentation, so neither side uses it here);
+1. images/s through the model as it predicts (inference.predictive_model: the recipe's test-time shifts and
+   the calibration temperature), batch 1 and batch 256, one thread and the default: PyTorch eager, the
+   exported float ONNX graph on onnxruntime, and its int8 quantization (`digitrec export --quantize int8`),
+   with the int8 model's accuracy on the test set next to the float one;
 2. `digitrec predict DIR` as a whole process on a folder of 10,000 PNGs (MNIST test digits): decoding,
    preprocessing and the model (with the model's own test-time augmentation), images/s.
 
@@ -9,6 +11,7 @@
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -21,8 +24,8 @@ from PIL import Image
 
 from digitrec.checkpoint import load_model
 from digitrec.data import load_split
-from digitrec.export import export
-from digitrec.inference import OnnxBackend
+from digitrec.export import export, quantize_int8
+from digitrec.inference import OnnxBackend, predictive_model
 from digitrec.predict import default_model_path
 
 from .common import machine
@@ -43,37 +46,53 @@ def main():
     p.add_argument("--model", default=str(default_model_path()))
     p.add_argument("--images", type=int, default=10_000)
     args = p.parse_args()
-    print(f"machine: {machine()}")
-    model, meta = load_model(args.model)
+    print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
+    network, meta = load_model(args.model)
+    model = predictive_model(network, meta)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
+        onnx_path, int8_path = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         export(args.model, "onnx", onnx_path, data_dir=None, log=lambda m: None)
-        session = OnnxBackend(onnx_path)
+        quantized = quantize_int8(onnx_path, int8_path, args.data_dir, log=lambda m: None)
+        print(f"int8 accuracy on the test set: {quantized['int8_accuracy']:.2f}% "
+              f"(float {quantized['float_accuracy']:.2f}%)")
         torch_fn = lambda x: model(torch.from_numpy(x))
-        print(f"| model `{meta['architecture']}` | batch 1 | batch 256 |\n|---|---|---|")
+        shifts = "with its test-time shifts" if (meta.get("recipe") or {}).get("tta") else "no test-time shifts"
+        print(f"| model `{meta['architecture']}` ({shifts}), images/s | threads | batch 1 | batch 256 |\n"
+              "|---|---|---|---|")
+        default_threads = torch.get_num_threads()
         with torch.no_grad():
-            for name, fn in (("PyTorch eager", torch_fn), ("onnxruntime", session.logits)):
-                one = rate(fn, np.random.rand(1, 1, 28, 28).astype(np.float32))
-                many = rate(fn, np.random.rand(256, 1, 28, 28).astype(np.float32))
-                print(f"| {name}, images/s | {one:.0f} | {many:.0f} |", flush=True)
+            for threads in (1, default_threads):  # the runs alternate, so a change in load hits all alike
+                torch.set_num_threads(threads)
+                for name, fn in (("PyTorch eager", torch_fn),
+                                 ("onnxruntime float", OnnxBackend(onnx_path, threads=threads).logits),
+                                 ("onnxruntime int8", OnnxBackend(int8_path, threads=threads).logits)):
+                    one = rate(fn, np.random.rand(1, 1, 28, 28).astype(np.float32))
+                    many = rate(fn, np.random.rand(256, 1, 28, 28).astype(np.float32))
+                    print(f"| {name} | {threads} | {one:.0f} | {many:.0f} |", flush=True)
+        torch.set_num_threads(default_threads)
 
         folder = Path(tmp) / "pngs"
         folder.mkdir()
         test = load_split("mnist", args.data_dir, train=False)
         for i in range(args.images):
             Image.fromarray(test.images[i % len(test)].numpy()).save(folder / f"{i:05d}.png")
-        start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "digitrec", "predict", str(folder), "--format", "csv",
-                                 "--model", args.model], capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        rows = result.stdout.strip().splitlines()[1:]
-        if len(rows) != args.images:  # a figure "% correct" only over every image asked for
-            raise SystemExit(f"digitrec predict answered {len(rows)} of {args.images} images:\n{result.stderr[-2000:]}")
         labels = test.labels[np.arange(args.images) % len(test)].tolist()
-        right = sum(int(row.split(",")[1]) == label for row, label in zip(rows, labels) if row.split(",")[1])
-        print(f"digitrec predict on a folder of {len(rows)} PNGs: {seconds:.1f} s whole process, "
-              f"{len(rows) / seconds:.0f} images/s, {100 * right / len(rows):.2f}% correct")
-
+        for name, model_args in (("shipped model, PyTorch", ["--model", args.model]),
+                                 ("float ONNX, onnxruntime", ["--model", str(onnx_path), "--backend", "onnxruntime"]),
+                                 ("int8 ONNX, onnxruntime", ["--model", str(int8_path), "--backend", "onnxruntime"])):
+            start = time.perf_counter()
+            result = subprocess.run([sys.executable, "-m", "digitrec", "predict", str(folder), "--format", "csv",
+                                     *model_args], capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            rows = result.stdout.strip().splitlines()[1:]
+            if len(rows) != args.images:  # a figure "% correct" only over every image asked for
+                raise SystemExit(f"digitrec predict answered {len(rows)} of {args.images} images:\n"
+                                 f"{result.stderr[-2000:]}")
+            right = sum(int(row.split(",")[1]) == label for row, label in zip(rows, labels) if row.split(",")[1])
+            print(f"digitrec predict on a folder of {len(rows)} PNGs ({name}): {seconds:.1f} s whole process, "
+                  f"{len(rows) / max(seconds, 1e-9):.0f} images/s, {100 * right / max(len(rows), 1):.2f}% correct",
+                  flush=True)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 if __name__ == "__main__":
     main()

@@ -5,12 +5,19 @@ image is a 446x336 PNG photo-like page (an MNIST test digit drawn on paper) or, 
 Prints errors, throughput, p50/p99 latency and the server's memory (with its decoding processes).
 
     python -m benchmarks.serve --data-dir data --clients 16 --requests 200
+
+A/B on a shared machine: --variant NAME='SERVE OPTIONS' (repeatable) runs each variant in turn, --rounds times,
+so that a change in the machine's load hits every variant alike:
+
+    python -m benchmarks.serve --data-dir data --rounds 2 \
+        --variant "before=--backend torch --model-threads 2" --variant "after="
 """
 
 import argparse
 import asyncio
 import io
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -65,20 +72,34 @@ def main():
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--mnist", action="store_true", help="send 28x28 MNIST PNGs instead of 446x336 pages")
     p.add_argument("--max-seconds", type=float, default=600, help="stop sending after this long")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
+                   help="a server configuration to compare (repeatable); default: the options after --")
+    p.add_argument("--rounds", type=int, default=1, help="times each variant runs, alternating")
     p.add_argument("server_args", nargs="*", help="extra `digitrec serve` options, after --")
     args = p.parse_args()
+    variants = [(v.partition("=")[0], shlex.split(v.partition("=")[2])) for v in args.variant] or \
+        [("default", args.server_args)]
     test = load_split("mnist", args.data_dir, train=False)
     images = []
     for i in range(50 if not args.mnist else 500):
         buffer = io.BytesIO()
         Image.fromarray(test.images[i].numpy()).save(buffer, "PNG")
         images.append(buffer.getvalue() if args.mnist else page_image(test.images[i].numpy(), i))
+    print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
+    for round_ in range(args.rounds):
+        for name, server_args in variants:
+            print(f"-- {name} (round {round_ + 1}): digitrec serve {' '.join(server_args)}", flush=True)
+            run(args, images, [*args.server_args, *server_args] if args.variant else server_args)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def run(args, images: list[bytes], server_args: list[str]) -> None:
     url = f"http://127.0.0.1:{args.port}"
     server = subprocess.Popen([sys.executable, "-m", "digitrec", "serve", "--port", str(args.port), "--log-level",
-                               "warning", *args.server_args],
+                               "warning", *server_args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(300):
+        for _ in range(600):
             try:
                 if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                     break
@@ -89,7 +110,6 @@ def main():
         for image in images[:20]:  # warm-up
             httpx.post(f"{url}/v1/predict", content=image, headers={"Content-Type": "image/png"})
         backend = httpx.get(f"{url}/v1/model").json()["backend"]
-        print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
         kind = "28x28 MNIST PNGs" if args.mnist else f"{len(images[0])}-byte 446x336 PNG pages"
         for clients in (1, args.clients):
             before = tree_rss_mb(server.pid)
@@ -109,7 +129,6 @@ def main():
                   f"{len(errors)} errors {sorted(set(map(str, errors)))[:5]}, {len(latencies) / seconds:.0f} requests/s, "
                   f"p50 {1000 * q[49]:.1f} ms, p99 {1000 * q[98]:.1f} ms, server memory {before:.0f} -> {after:.0f} MB",
                   flush=True)
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
     finally:
         server.terminate()
         server.wait(timeout=10)

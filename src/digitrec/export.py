@@ -89,3 +89,72 @@ def verify(model, run, dataset: str, data_dir: str | os.PathLike, batch_size: in
             worst = max(worst, float(np.abs(expected - got).max()))
             n += len(images)
     return {"test_images": n, "same_predictions": same, "max_abs_logit_diff": worst}
+
+
+# ---------------------------------------------------------------------------------------------------
+# int8: onnxruntime's static quantization of an exported float graph.
+
+QUANTIZE_MAX_DROP = 0.1  # accuracy points the int8 model may lose against the float one on the test set
+CALIBRATION_IMAGES = 1000
+
+
+def quantize_int8(float_onnx: str | os.PathLike, out: str | os.PathLike, data_dir: str | os.PathLike = "data",
+                  calibration_images: int = CALIBRATION_IMAGES, verify_on_test: bool = True, seed: int = 0,
+                  log=None) -> dict:
+    """Static int8 quantization (onnxruntime.quantization: QDQ format, per-channel int8 weights, uint8
+    activations) of an exported float .onnx.  Activation ranges are calibrated on `calibration_images` training
+    images (a seeded sample; never the test set).  With verify_on_test, both models run on the whole test set:
+    the int8 one must be within QUANTIZE_MAX_DROP accuracy points of the float one, or the file is refused.
+    Returns {"path", "format": "onnx-int8", "float_accuracy", "int8_accuracy", "test_images"}."""
+    try:
+        import onnx
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_static)
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+    except ModuleNotFoundError as e:
+        raise missing_dependency(e.name or "onnxruntime", "export") from None
+    import tempfile
+
+    from .data import load_split, say
+
+    log = log or say
+    train = load_split("mnist", data_dir, train=True)
+    order = np.random.default_rng(seed).permutation(len(train))[:calibration_images]
+    images = train.images.numpy()[order].astype(np.float32)[:, None] / 255.0
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, name: str) -> None:
+            self.batches = iter([{name: images[s:s + 100]} for s in range(0, len(images), 100)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    source = onnx.load(str(float_onnx))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"  # shapes inferred and constants folded: what the quantizer needs
+        quant_pre_process(str(float_onnx), str(prepared), skip_symbolic_shape=False)
+        quantize_static(str(prepared), str(out), Reader(source.graph.input[0].name),
+                        quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax)
+    quantized = onnx.load(str(out))
+    onnx.helper.set_model_props(quantized, {p.key: p.value for p in source.metadata_props})  # the metadata travels
+    onnx.save_model(quantized, str(out))
+    result = {"path": str(out), "format": "onnx-int8", "calibration_images": len(images)}
+    if verify_on_test:
+        test = load_split("mnist", data_dir, train=False)
+        x = test.images.numpy().astype(np.float32)[:, None] / 255.0
+        labels = test.labels.numpy()
+        accuracy = {}
+        for name, path in (("float", float_onnx), ("int8", out)):
+            run = OnnxBackend(path).logits
+            predictions = np.concatenate([run(x[s:s + 1000]).argmax(1) for s in range(0, len(x), 1000)])
+            accuracy[name] = 100.0 * float((predictions == labels).mean())
+        result.update(float_accuracy=accuracy["float"], int8_accuracy=accuracy["int8"], test_images=len(x))
+        log(f"int8 {out}: {accuracy['int8']:.2f}% on {len(x)} test images (float {accuracy['float']:.2f}%)")
+        if accuracy["float"] - accuracy["int8"] > QUANTIZE_MAX_DROP:
+            out.unlink()
+            raise DigitrecError(f"int8 model loses {accuracy['float'] - accuracy['int8']:.2f} accuracy points "
+                                f"(more than {QUANTIZE_MAX_DROP}); not written", code="internal")
+    return result

@@ -243,8 +243,9 @@ def find_ink(grey: np.ndarray) -> Ink:
     if not n:
         return nothing
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    biggest = ndimage.find_objects(labels, max_label=int(np.argmax(sizes)) + 1)[-1]
-    if max(biggest[0].stop - biggest[0].start, biggest[1].stop - biggest[1].start) < 0.04 * max(h, w):
+    biggest = labels == int(np.argmax(sizes)) + 1  # (a comparison: 1/5 of find_objects' time on a page)
+    rows, cols = np.flatnonzero(biggest.any(1)), np.flatnonzero(biggest.any(0))
+    if max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) < 0.04 * max(h, w):
         return nothing  # only specks: noise, not a digit
     keep = sizes >= max(0.02 * sizes.max(), 1e-4 * h * w, 2)  # specks much smaller than the strokes go
     mask = np.concatenate([[False], keep])[labels]

@@ -38,6 +38,7 @@ from ..errors import DigitrecError
 from ..predict import NO_INK, Predictor, predict_images, read_images
 from ..preprocess import Decoded
 from . import metrics
+from . import model as served_model
 from .sandbox import DEFAULT_DEADLINE_S, DEFAULT_MEMORY_MB, DEFAULT_WORKERS, Cancelled, DecodePool
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -54,7 +55,7 @@ STATUS_BY_CODE = {
     "invalid_image": 422, "no_ink": 422, "too_costly": 422, "invalid_input": 422, "empty_body": 422,
     "invalid_json": 422, "invalid_base64": 422, "invalid_multipart": 422, "missing_file": 422,
     "invalid_request": 422, "request_timeout": 408, "not_found": 404, "method_not_allowed": 405,
-    "unavailable": 503, "client_closed": 499,
+    "unavailable": 503, "missing_dependency": 503, "client_closed": 499,
 }
 
 log = logging.getLogger("digitrec.serve")
@@ -91,6 +92,7 @@ class Settings:
     decode_workers: int = DEFAULT_WORKERS
     decode_memory_mb: int = DEFAULT_MEMORY_MB
     decode_timeout: float = DEFAULT_DEADLINE_S
+    model_threads: int = 1
 
     @classmethod
     def resolve(cls, flags: dict | None = None, environ=os.environ) -> "Settings":
@@ -113,9 +115,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if min(self.workers, self.max_bytes, self.max_concurrency, self.decode_workers, self.decode_memory_mb) < 1:
-            raise DigitrecError("--workers, --max-bytes, --max-concurrency, --decode-workers and "
-                                "--decode-memory-mb must be positive")
+        if min(self.workers, self.max_bytes, self.max_concurrency, self.decode_workers, self.decode_memory_mb,
+               self.model_threads) < 1:
+            raise DigitrecError("--workers, --max-bytes, --max-concurrency, --decode-workers, "
+                                "--decode-memory-mb and --model-threads must be positive")
         if not 0 < self.port < 65536:
             raise DigitrecError("--port must be in 1-65535")
         if self.decode_timeout <= 0:
@@ -380,8 +383,9 @@ class ServedPredictor:
 
     MODEL_CHUNK = 16
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, source: Path) -> None:
         self.inner = predictor
+        self.source = source  # the model file people gave (the predictor may run its ONNX export: serve/model.py)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -405,7 +409,7 @@ class ServedPredictor:
 
 def create_app(settings: Settings | None = None) -> FastAPIOffline:
     settings = settings or Settings()
-    predictor = ServedPredictor(Predictor(settings.model, settings.backend))
+    predictor = ServedPredictor(*served_model.load(settings.model, settings.backend, settings.model_threads))
     pool = DecodePool(settings.decode_workers, settings.decode_memory_mb, settings.decode_timeout)
     app = FastAPIOffline(title="digitrec", version=predictor.meta.get("digitrec_version", "") or "0",
                          description="Handwritten digit recognition: predict single digits, read lines of digits.")
@@ -413,7 +417,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.state.decode_pool = pool
     app.router.on_shutdown.append(pool.close)
     in_flight = {"n": 0}
-    model_sha256 = _sha256(predictor.path)
+    model_sha256 = served_model.file_sha256(predictor.source)
 
     async def decoded(request: Request, items: list[tuple[str, bytes]]) -> list[tuple[str, Decoded]]:
         """Decode in the sandbox; stop (and kill the decoders) when the client hangs up."""
@@ -551,7 +555,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     async def model_info():
         """The model being served: name, content hash and metadata (no file paths)."""
         meta = predictor.meta
-        return {"name": meta.get("name") or predictor.path.stem, "sha256": model_sha256,
+        return {"name": meta.get("name") or predictor.source.stem, "sha256": model_sha256,
                 "architecture": meta.get("architecture"), "members": meta.get("members"),
                 "recipe": meta.get("recipe"), "test_accuracy": meta.get("test_accuracy"),
                 "dataset": meta.get("dataset"), "data_sha256": meta.get("data_sha256"),
@@ -602,15 +606,11 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             raise error
         return {"text": record["text"], "digits": record["digits"], "verdict": _verdict(record)}
 
-    from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
-    app.include_router(explain_router(predictor, settings.max_bytes, decoded))
+    if predictor.source.suffix != ".onnx":  # explanations need the PyTorch model (gradients); an ONNX model
+        # served on onnxruntime never imports torch
+        from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
+        app.include_router(explain_router(predictor, settings.max_bytes, decoded))
     return app
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def app_from_env() -> FastAPIOffline:
@@ -633,8 +633,9 @@ def serve(settings: Settings) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="digitrec-metrics-")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # room for the connection bound and the decoders
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 4096), hard))
-    # Load the model once here, so a bad model file is a clear error before the server starts.
-    Predictor(settings.model, settings.backend)
+    # Load the model once here, so a bad model file is a clear error before the server starts (and a PyTorch
+    # model is exported to ONNX once, before the workers start: serve/model.py).
+    served_model.load(settings.model, settings.backend, settings.model_threads)
     print(f"digitrec serving on http://{settings.host}:{settings.port}/ (API docs at /docs)", flush=True)
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, access_log=False, log_level="warning", http=GuardedH11Protocol,

@@ -18,11 +18,15 @@ from ..errors import DigitrecError
 from ..explain import explain_image, overlay_png
 from ..predict import NO_INK, Predictor
 from ..preprocess import Decoded, decode, find_ink, to_mnist
-from .app import ApiError, images_from
+from .app import ERRORS, ApiError, _image_body, images_from
+
 
 def explain_router(predictor: Predictor, max_bytes: int, decoded) -> APIRouter:
-    """decoded: the app's sandboxed decoder (the same budget of time and memory as /v1/predict)."""
+    """decoded: the server's sandboxed decoding (app.create_app's `decoded`), as for every other image."""
+    from ..checkpoint import load_model
+
     router = APIRouter()
+    network = load_model(predictor.source, "cpu")[0]  # gradients: the PyTorch model, whichever backend predicts
 
     def explain_sync(image: Decoded):
         ink = find_ink(decode(image)[0])
@@ -30,20 +34,18 @@ def explain_router(predictor: Predictor, max_bytes: int, decoded) -> APIRouter:
             raise DigitrecError(NO_INK, code="no_ink")
         digit = to_mnist(ink)
         with predictor.lock:  # one model call at a time, as for predictions
-            return explain_image(predictor.runner.network, digit, predictor.meta, "image")
+            return explain_image(network, digit, predictor.meta, "image")
 
-    @router.post("/v1/explain")
+    @router.post("/v1/explain", responses={**ERRORS, 200: {"content": {"image/png": {}}}},
+                 openapi_extra=_image_body(False))
     async def explain(request: Request, format: str = Query("json", pattern="^(json|png)$",
                                                            description="json (maps and overlay) or png (overlay)")):
         """One image -> the attribution overlay (red: raises the digit's score, blue: lowers it)."""
-        if predictor.backend != "torch":
-            raise ApiError("not_supported", "explanations need the PyTorch backend (gradients), not "
-                                            f"{predictor.backend}", status=501)
         items = await decoded(request, (await images_from(request, max_bytes, many=False))[:1])
         try:
             e = await run_in_threadpool(explain_sync, items[0][1])
         except DigitrecError as err:
-            raise ApiError(err.code, str(err)) from None
+            raise ApiError(err.code, str(err)) from None  # the status from the code, as everywhere
         png = overlay_png(e)
         if format == "png":
             return Response(png, media_type="image/png")

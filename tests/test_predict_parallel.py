@@ -1,0 +1,27 @@
+"""`digitrec predict` on a large folder runs in several processes: the records must be those of one process."""
+
+import pytest
+from PIL import Image
+
+from digitrec.data import load_split
+from digitrec.predict import PARALLEL_FROM, Predictor, parallel_workers, predict_paths
+
+
+@pytest.mark.mnist
+def test_parallel_predict_gives_the_records_of_one_process(tmp_path, mnist_dir):
+    test = load_split("mnist", mnist_dir, train=False)
+    n = 300
+    for i in range(n):
+        Image.fromarray(test.images[i].numpy()).save(tmp_path / f"{i:04d}.png")
+    (tmp_path / "0150.png").write_bytes(b"not a png")  # a bad file keeps its place
+    predictor = Predictor()
+    one = predict_paths([str(tmp_path)], predictor, topk=3, workers=1)
+    two = predict_paths([str(tmp_path)], predictor, topk=3, workers=2)
+    assert [r["path"] for r in two] == [r["path"] for r in one] == [str(tmp_path / f"{i:04d}.png") for i in range(n)]
+    assert [(r["digit"], r["verdict"], r["error_code"]) for r in two] == [(r["digit"], r["verdict"], r["error_code"])
+                                                                          for r in one]
+    assert max(abs(a["confidence"] - b["confidence"]) for a, b in zip(one, two)) < 1e-4
+    assert two[150]["error_code"] == "unsupported_format"
+    right = sum(r["digit"] == int(test.labels[i]) for i, r in enumerate(two) if i != 150)
+    assert right >= 0.98 * (n - 1)
+    assert parallel_workers(PARALLEL_FROM - 1, predictor) == 1  # with --workers 0, small jobs stay in one process

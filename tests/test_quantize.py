@@ -1,0 +1,54 @@
+"""`digitrec export --quantize int8`: onnxruntime's static quantization, checked by the test itself on the
+whole MNIST test set with its own onnxruntime sessions."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import run_cli
+
+from digitrec.data import load_split
+from digitrec.export import export
+from digitrec.predict import Predictor, default_model_path
+
+pytestmark = [pytest.mark.mnist, pytest.mark.slow]
+
+
+def _accuracy(path, images, labels) -> float:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    predictions = np.concatenate([session.run(None, {name: images[s:s + 500]})[0].argmax(1)
+                                  for s in range(0, len(images), 500)])
+    return 100.0 * float((predictions == labels).mean())
+
+
+def test_int8_export_is_quantized_and_within_a_tenth_of_a_point(tmp_path, mnist_dir):
+    int8 = tmp_path / "default.int8.onnx"
+    result = run_cli("export", str(default_model_path()), "--quantize", "int8", "--out", str(int8),
+                     "--data-dir", str(mnist_dir), "--no-verify")
+    assert result.returncode == 0, result.stderr
+    float_onnx = export(default_model_path(), "onnx", tmp_path / "float.onnx", data_dir=None, log=lambda m: None)["path"]
+
+    graph = onnx.load(str(int8)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weights = [w for w in graph.initializer if w.data_type == onnx.TensorProto.INT8 and len(w.dims) == 4]
+    assert weights, "the convolution weights are stored as int8"
+
+    test = load_split("mnist", mnist_dir, train=False)
+    images = test.images.numpy().astype(np.float32)[:, None] / 255.0
+    labels = test.labels.numpy()
+    float_accuracy, int8_accuracy = _accuracy(float_onnx, images, labels), _accuracy(int8, images, labels)
+    assert float_accuracy >= 99.0 and float_accuracy - int8_accuracy <= 0.1, (float_accuracy, int8_accuracy)
+
+    # The metadata travels: the model's calibration (temperature inside the graph), usable by every command.
+    predictor = Predictor(int8, "onnxruntime")
+    assert predictor.calibration.in_graph and predictor.meta["architecture"]
+    probabilities = predictor.probabilities(list(images[:20, 0]))
+    assert (probabilities.argmax(1) == labels[:20]).mean() >= 0.95 and np.allclose(probabilities.sum(1), 1, atol=1e-4)
+
+
+def test_quantize_needs_onnx(tmp_path):
+    result = run_cli("export", str(default_model_path()), "--format", "pt2", "--quantize", "int8")
+    assert result.returncode != 0 and "--quantize int8 needs --format onnx" in result.stderr
+    assert "Traceback" not in result.stderr
