@@ -73,7 +73,7 @@ bench-abuse: install-test
 	$(BIN)/python -m benchmarks.abuse
 
 bench-trust: install data data-fashion fonts
-	mkdir -p runs && $(BIN)/python -m benchmarks.trust --data-dir $(DATA) --json runs/trust.json
+	mkdir -p runs && $(BIN)/python -m benchmarks.trust --data-dir $(DATA) --json runs/trust.json --picture runs/trust.png
 
 # Mutation testing of the tests (mutmut, CPU-heavy, not part of CI): survival per module, see docs/mutation.md.
 mutation: install-test data

@@ -2,7 +2,7 @@
 non-digits it never trained on (benchmarks/wild.py), lines of handwritten digits, and the project's
 people's-images set (tests/synth.py, MNIST test digits as photos, scans and canvases).
 
-    python -m benchmarks.trust [--model M] [--data-dir data] [--json out.json] [--quick]
+    python -m benchmarks.trust [--model M] [--data-dir data] [--json out.json] [--picture out.png] [--quick]
 """
 
 from __future__ import annotations
@@ -32,12 +32,41 @@ def share(records: list[dict], verdicts: set[str]) -> float:
     return sum(r["verdict"] in verdicts for r in records) / max(1, len(records))
 
 
+def draw_gallery(items: list[tuple[bytes, dict]], path: str) -> None:
+    """Images as given, each titled with what digitrec answered (green digit, orange uncertain, red not a digit)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    colours = {"digit": "green", "uncertain": "darkorange", "not_a_digit": "red", "no_ink": "grey", "error": "grey"}
+    cols = 12
+    rows = -(-len(items) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.3))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (data, r) in zip(axes.flat, items):
+        ax.imshow(Image.open(io.BytesIO(data)).convert("RGB"))
+        said = {"digit": f"{r['digit']}", "uncertain": f"{r['digit']}?", "not_a_digit": "not a digit"}.get(
+            r["verdict"], r["verdict"])
+        ax.set_title(f"{said} {r['confidence']:.2f}", fontsize=8, color=colours[r["verdict"]])
+    fig.suptitle("Digits in handwriting fonts (top) and things that are not digits (bottom), as digitrec answers",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=str(default_model_path()))
     p.add_argument("--data-dir", default="data")
     p.add_argument("--json", help="write the figures here")
     p.add_argument("--quick", action="store_true", help="smaller sets (a smoke run)")
+    p.add_argument("--picture", help="write a gallery of wild digits and non-digits with the verdicts here")
     a = p.parse_args()
     if not handwriting_fonts():
         raise SystemExit(f"no handwriting fonts: apt-get install {DEBIAN_FONTS}")
@@ -65,6 +94,7 @@ def main() -> None:
     # 2. Digits in the wild (handwriting fonts).
     digits = wild_digits(rng, 2 if a.quick else 6)
     records = predict_images([(font, data) for _, font, data in digits], predictor)
+    gallery = [(data, r) for (_, _, data), r in zip(digits[::37], records[::37])][:24]
     labels = [label for label, _, _ in digits]
     right = [r["digit"] == y for r, y in zip(records, labels)]
     per_font = collections.defaultdict(list)
@@ -87,6 +117,7 @@ def main() -> None:
     fashion = load_split("fashion-mnist", a.data_dir, train=False).images.numpy()
     others = wild_non_digits(rng, 3 if a.quick else 8, 6 if a.quick else 20, 60 if a.quick else 200, fashion)
     records = predict_images([(kind, data) for kind, data in others], predictor)
+    gallery += [(data, r) for (_, data), r in zip(others[::11], records[::11])][:24]
     by_kind = collections.defaultdict(list)
     for (kind, _), r in zip(others, records):
         by_kind["doodle" if kind not in ("letter", "clothing") else kind].append(r)
@@ -126,6 +157,8 @@ def main() -> None:
     q = figures["people_images"]
     print(f"\npeople's images of MNIST test digits ({q['n']}, 11 kinds): right {q['accuracy']:.2%}, flagged "
           f"{q['flagged']:.2%}, not a digit {q['not_a_digit']:.2%}")
+    if a.picture:
+        draw_gallery(gallery, a.picture)
     figures["seconds"] = time.perf_counter() - started
     print(f"\n{figures['seconds']:.0f} s")
     if a.json:
