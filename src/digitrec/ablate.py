@@ -79,7 +79,9 @@ def ablate(out: str | os.PathLike = "runs/ablation", *, variants: Sequence[str] 
         raise DigitrecError("the ablation compares variants on a validation split: recipe field validation "
                             "must be at least 1")
     out = Path(out)
-    jobs = [(VARIANTS[n], s) for n in names for s in range(seeds)]
+    # Seed by seed, every variant: a stopped ablation has comparable runs for the seeds it finished
+    # (`--seeds K` then reports on those).
+    jobs = [(VARIANTS[n], s) for s in range(seeds) for n in names]
     hook = None
     if tensorboard:
         from .tensorboard_log import TensorBoardLog
