@@ -84,8 +84,9 @@ def ablate(out: str | os.PathLike = "runs/ablation", *, variants: Sequence[str] 
     jobs = [(VARIANTS[n], s) for s in range(seeds) for n in names]
     hook = None
     if tensorboard:
-        from .tensorboard_log import TensorBoardLog
+        from .tensorboard_log import TensorBoardLog, require_tensorboard
 
+        require_tensorboard()  # before the first run, not after the finished ones are read
         hook = TensorBoardLog  # one writer per run folder
     started = time.perf_counter()
     runs: dict[str, list[dict]] = {n: [] for n in names}
