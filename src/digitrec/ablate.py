@@ -245,10 +245,12 @@ def _plot(report: dict, points_path: Path, curves_path: Path) -> None:
             ax.plot([s["mean"]], [y - 0.3], "|", color="black", markersize=12, markeredgewidth=2)
             if v["name"] == "seed":
                 ax.axvline(s["mean"], color="grey", linestyle="--", linewidth=1)
-        ax.set(xlabel=f"{split} accuracy (%)", title=f"{split}: runs (dots), mean and 95% CI (bar)"
-               + (" — compared" if split == "validation" else " — reported only"))
+        ax.set(xlabel=f"{split} accuracy (%)",
+               title="validation: what variants are compared on" if split == "validation" else "test: reported only")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(variants)), [v["name"] for v in reversed(variants)])
+    fig.suptitle("dots: one run each; black bar: mean and 95% confidence interval; dashed line: seed's mean",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(points_path, dpi=100)
     plt.close(fig)
