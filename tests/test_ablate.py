@@ -47,10 +47,10 @@ def test_a_short_ablation_runs_resumes_and_reports(small_data, tmp_path, capsys)
     out = tmp_path / "ablation"
     args = ["ablate", "--data-dir", str(small_data), "--out", str(out), "--device", "cpu", "--progress", "lines",
             "--epochs", "1", "--seeds", "2", "--variants", "seed,no-conv3", "--set", "validation=500",
-            "--set", "batch_size=128"]
+            "--tensorboard", "--set", "batch_size=128"]
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "run 1/4: seed, seed 0" in captured.out and "run 4/4: no-conv3, seed 1" in captured.out
+    assert "run 1/4: seed, seed 0" in captured.out and "run 2/4: no-conv3, seed 0" in captured.out
     assert "| no-conv3 |" in captured.out and "Verdict per claim" in captured.out
     report = json.loads((out / "ablation.json").read_text())
     seed, no_conv3 = report["variants"]
@@ -65,6 +65,7 @@ def test_a_short_ablation_runs_resumes_and_reports(small_data, tmp_path, capsys)
     assert config["recipe"]["model"] == "seed-no-conv3" and config["seed"] == 1 and config["recipe"]["epochs"] == 1
     row = json.loads((out / "seed" / "seed-0" / "metrics.jsonl").read_text())
     assert "val_accuracy" in row and "test_accuracy" in row  # one epoch: validated, and tested once at the end
+    assert all(list(run.glob("events.out.tfevents.*")) for run in out.glob("*/seed-*"))  # --tensorboard
     for name in ("ablation.png", "curves.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert (out / "ablation.md").read_text().strip() == format_table(report)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from digitrec.checkpoint import load_checkpoint, load_model
+from digitrec.errors import DigitrecError
 from digitrec.recipes import RECIPES, Recipe
 from digitrec.train import train
 
@@ -43,8 +44,9 @@ def test_resume_after_an_interruption_ends_with_exactly_the_same_weights(small_d
         train(SMALL, data_dir=small_data, out=tmp_path / "cut", seed=3, device="cpu", log=stop_after_epoch_2)
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     lines = []
-    resumed = train(Recipe(name="ignored"), data_dir=small_data, out=tmp_path / "cut", resume=True, device="cpu",
-                    log=lines.append)
+    with pytest.raises(DigitrecError, match="started with another recipe"):  # not silently ignored
+        train(Recipe(name="other"), data_dir=small_data, out=tmp_path / "cut", resume=True, device="cpu")
+    resumed = train(None, data_dir=small_data, out=tmp_path / "cut", resume=True, device="cpu", log=lines.append)
     assert lines[0].startswith("resuming") and lines[1].startswith("Epoch [3/3]")
     _assert_same_weights(reference.model.state_dict(), resumed.model.state_dict())
     assert _without_timing(reference.history) == _without_timing(resumed.history)
@@ -67,7 +69,6 @@ def test_same_seed_same_result_other_seed_other_result(small_data):
 def test_run_folder_is_not_overwritten_by_a_new_run(small_data, tmp_path):
     one = RECIPES["seed"].with_overrides(epochs=1)
     train(one, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)
-    from digitrec.errors import DigitrecError
 
     with pytest.raises(DigitrecError, match="--resume"):
         train(one, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)

@@ -79,11 +79,14 @@ def ablate(out: str | os.PathLike = "runs/ablation", *, variants: Sequence[str] 
         raise DigitrecError("the ablation compares variants on a validation split: recipe field validation "
                             "must be at least 1")
     out = Path(out)
-    jobs = [(VARIANTS[n], s) for n in names for s in range(seeds)]
+    # Seed by seed, every variant: a stopped ablation has comparable runs for the seeds it finished
+    # (`--seeds K` then reports on those).
+    jobs = [(VARIANTS[n], s) for s in range(seeds) for n in names]
     hook = None
     if tensorboard:
-        from .tensorboard_log import TensorBoardLog
+        from .tensorboard_log import TensorBoardLog, require_tensorboard
 
+        require_tensorboard()  # before the first run, not after the finished ones are read
         hook = TensorBoardLog  # one writer per run folder
     started = time.perf_counter()
     runs: dict[str, list[dict]] = {n: [] for n in names}
@@ -104,11 +107,11 @@ def ablate(out: str | os.PathLike = "runs/ablation", *, variants: Sequence[str] 
                 if writer:
                     writer.close()
         runs[variant.name].append(_read_run(run_dir, seed))
-    report = _report(names, runs, base, seeds, time.perf_counter() - started, device)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "ablation.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out / "ablation.md", format_table(report) + "\n")
-    _plot(report, out / "ablation.png", out / "curves.png")
+        if state != "finished" or i == len(jobs):  # the results so far, after every run (marked partial)
+            report = _report(names, runs, base, seeds, time.perf_counter() - started, device, (i, len(jobs)))
+            atomic_write_text(out / "ablation.json", json.dumps(report, indent=2) + "\n")
+            atomic_write_text(out / "ablation.md", format_table(report) + "\n")
+            _plot(report, out / "ablation.png", out / "curves.png")
     report["files"] = [str(out / f) for f in ("ablation.md", "ablation.json", "ablation.png", "curves.png")]
     return report
 
@@ -168,10 +171,10 @@ def _verdict(diff: float, p: float | None) -> str:
 
 
 def _report(names: list[str], runs: dict[str, list[dict]], base: Recipe, seeds: int, wall: float,
-            device: str) -> dict:
+            device: str, progress: tuple[int, int]) -> dict:
     seed_val = [r["val_accuracy"] for r in runs.get("seed", [])]
     variants = []
-    for name in names:
+    for name in (n for n in names if runs[n]):
         variant, rs = VARIANTS[name], runs[name]
         val = [r["val_accuracy"] for r in rs]
         entry = {"name": name, "removes": variant.removes, "claim": variant.claim, "fields": variant.fields,
@@ -187,6 +190,7 @@ def _report(names: list[str], runs: dict[str, list[dict]], base: Recipe, seeds: 
     return {"metric": "validation accuracy (%) after the last epoch", "base_recipe": base.to_dict(),
             "validation_images": base.validation, "epochs": base.epochs, "seeds": list(range(seeds)),
             "significance": SIGNIFICANCE, "variants": variants,
+            "runs_finished": progress[0], "runs_planned": progress[1],
             "wall_seconds_this_call": wall,
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                         "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
@@ -199,7 +203,9 @@ def _pm(s: dict, digits: int = 2) -> str:
 
 def format_table(report: dict) -> str:
     """The ablation as a Markdown table, then one line per claim."""
-    lines = [f"Ablation of the seed recipe: {report['epochs']} epochs, seeds {report['seeds']}, compared on "
+    partial = report["runs_finished"] < report["runs_planned"]
+    lines = ([f"**Partial: {report['runs_finished']} of {report['runs_planned']} runs finished.**", ""] if partial
+             else []) + [f"Ablation of the seed recipe: {report['epochs']} epochs, seeds {report['seeds']}, compared on "
              f"{report['validation_images']:,} held-out training images (validation accuracy after the last "
              "epoch, %); the test set is evaluated once per run and only reported.", "",
              "| variant | removes | parameters | validation % (mean ± std) | 95% CI | Δ vs seed (points) | "
@@ -239,10 +245,12 @@ def _plot(report: dict, points_path: Path, curves_path: Path) -> None:
             ax.plot([s["mean"]], [y - 0.3], "|", color="black", markersize=12, markeredgewidth=2)
             if v["name"] == "seed":
                 ax.axvline(s["mean"], color="grey", linestyle="--", linewidth=1)
-        ax.set(xlabel=f"{split} accuracy (%)", title=f"{split}: runs (dots), mean and 95% CI (bar)"
-               + (" — compared" if split == "validation" else " — reported only"))
+        ax.set(xlabel=f"{split} accuracy (%)",
+               title="validation: what variants are compared on" if split == "validation" else "test: reported only")
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(range(len(variants)), [v["name"] for v in reversed(variants)])
+    fig.suptitle("dots: one run each; black bar: mean and 95% confidence interval; dashed line: seed's mean",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(points_path, dpi=100)
     plt.close(fig)

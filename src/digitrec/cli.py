@@ -206,41 +206,35 @@ def _cmd_train(a) -> int:
         # ignore rather than drop it silently.
         ignored = [opt for opt, value in (("--recipe", a.recipe), ("--dataset", a.dataset), ("--epochs", a.epochs),
                                           ("--batch-size", a.batch_size), ("--lr", a.lr), ("--seed", a.seed),
-                                          ("--out", a.out), ("--precision", a.precision)) if value is not None] + ["--set"] * bool(a.set)
+                                          ("--out", a.out), ("--precision", a.precision))
+                   if value is not None] + ["--set"] * bool(a.set)
         if ignored:
             raise DigitrecError(f"--resume continues the run as it was started; {ignored[0]} cannot change it "
                                 "(start a new run with --out instead)")
-        board = _tensorboard(a, a.resume)
-        train(None, out=a.resume, resume=True, device=a.device, data_dir=a.data_dir, compile=a.compile,
-              progress=progress, on_epoch=board and board.on_epoch)
-        return 0
-    recipe, dataset = _recipe(a, a.recipe or "seed"), a.dataset or "mnist"
-    out = a.out or default_run_dir(recipe, dataset)
-    board = _tensorboard(a, out)
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, the first process speaks for all
+        recipe, dataset, out = None, "mnist", a.resume  # train() reads them from the run folder
+    else:
+        recipe, dataset = _recipe(a, a.recipe or "seed"), a.dataset or "mnist"
+        out = a.out or default_run_dir(recipe, dataset)
+    board = None
+    if a.tensorboard:
+        from .tensorboard_log import TensorBoardLog
+
+        board = TensorBoardLog(out)  # says which extra to install before anything trains
+    if os.environ.get("RANK", "0") == "0" and not a.resume:  # under torchrun, the first process speaks for all
         print(f"run folder: {out}")
-    train(recipe, dataset=dataset, data_dir=a.data_dir, out=out, seed=a.seed or 0, device=a.device,
-          compile=a.compile, progress=progress, precision=a.precision, on_epoch=board and board.on_epoch)
-    if board:
-        board.close()
+    try:
+        train(recipe, dataset=dataset, data_dir=a.data_dir, out=out, seed=a.seed or 0, device=a.device,
+              resume=bool(a.resume), compile=a.compile, progress=progress, precision=a.precision,
+              on_epoch=board and board.on_epoch)
+    finally:
+        if board:
+            board.close()
     return 0
-
-
-def _tensorboard(a, run_dir):
-    if not a.tensorboard:
-        return None
-    from .tensorboard_log import TensorBoardLog
-
-    return TensorBoardLog(run_dir)
 
 
 def _cmd_ablate(a) -> int:
     from .ablate import BASE, ablate, format_table
 
-    if a.tensorboard:
-        from .tensorboard_log import require_tensorboard
-
-        require_tensorboard()
     variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants is not None else None
     report = ablate(a.out, variants=variants, seeds=a.seeds, base=_recipe(a, BASE), data_dir=a.data_dir,
                     device=a.device, tensorboard=a.tensorboard,

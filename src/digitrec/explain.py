@@ -183,7 +183,7 @@ def draw(e: Explanation, path: str | os.PathLike, architecture: str = "") -> Pat
     blocks = e.feature_maps
     fig = plt.figure(figsize=(11, 3.3 + 1.25 * (len(blocks) + 1)), layout="constrained")
     rows = fig.subfigures(2 + len(blocks), 1, height_ratios=[3.1] + [1.2] * (len(blocks) + 1))
-    truth = f", true digit {e.label}" if e.label is not None else ""
+    truth = "" if e.label is None else f", true digit {e.label}" + (" (wrong)" if e.label != e.digit else " (right)")
     top = rows[0]
     top.suptitle(f"{e.name}: the model ({architecture}) says {e.digit}{truth}", fontsize=12, weight="bold")
     ax_in, ax_p, ax_a, ax_b = top.subplots(1, 4, width_ratios=[1, 1.1, 1, 1])
@@ -235,16 +235,16 @@ def overlay_png(e: Explanation, scale: int = 8) -> bytes:
     canvas = Image.new("RGB", (2 * side + 12, side + 24), "white")
     m = _scale(e)
     draw_text = ImageDraw.Draw(canvas)
-    for k, (digit, what) in enumerate(((e.digit, "says"), (e.runner_up, "not"))):
+    for k, (digit, what) in enumerate(((e.digit, "why"), (e.runner_up, "runner-up"))):
         a = np.clip(e.attributions[digit] / m, -1, 1)[..., None]
         ink = (255 - 110 * e.image)[..., None]  # the drawing in grey on white
         red, blue = np.array([214, 39, 40]), np.array([31, 95, 214])
-        strength = np.abs(a) ** 0.7
+        strength = np.abs(a)
         rgb = ink * (1 - strength) + np.where(a > 0, red, blue) * strength
         tile = Image.fromarray(rgb.clip(0, 255).astype(np.uint8)).resize((side, side), Image.NEAREST)
         x = k * (side + 12)
         canvas.paste(tile, (x, 24))
-        draw_text.text((x + 2, 4), f"{'why' if k == 0 else 'why not'} {digit} ({e.probabilities[digit]:.2f})",
+        draw_text.text((x + 2, 4), f"{what} {digit} ({e.probabilities[digit]:.2f})",
                        fill=(29, 39, 51), font_size=16)
     buffer = io.BytesIO()
     canvas.save(buffer, "PNG")

@@ -24,7 +24,8 @@ from .errors import DigitrecError
 MODEL_NAMES = ("seed", "fast", "wide", "seed-no-conv3", "seed-no-bn", "seed-no-dropout")  # models.MODELS
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")  # train.OPTIMIZERS
 SCHEDULE_NAMES = ("step", "onecycle", "constant")  # train.SCHEDULES
-CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_NAMES, "optimizer": OPTIMIZER_NAMES, "schedule": SCHEDULE_NAMES}
+CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_NAMES, "optimizer": OPTIMIZER_NAMES, "schedule": SCHEDULE_NAMES,
+                                       "precision": ("auto", "fp32", "bf16")}
 
 # field -> (test, what the value must be).  A field not named here only needs its type (and numbers must be
 # finite).  Augment's fields are named "augment.<field>".
@@ -46,6 +47,10 @@ LIMITS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "augment.degrees": (lambda v: 0 <= v <= 180, "in [0, 180]"),
     "augment.translate": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "augment.scale": (lambda v: 0 < v[0] <= v[1], "two factors lo,hi with 0 < lo <= hi"),
+    "augment.thickness": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "augment.elastic": (lambda v: 0 <= v <= 5, "in [0, 5] pixels"),
+    "outliers": (lambda v: 0 <= v <= 4, "in [0, 4] non-digits per digit"),
+    "outlier_weight": (lambda v: v >= 0, "zero or positive"),
 }
 
 

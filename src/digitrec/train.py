@@ -105,6 +105,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     if run_dir is not None:
         config = _start_run_dir(run_dir, resume)
         if config:  # a resumed run keeps what it was started with
+            if recipe is not None and recipe != Recipe.from_dict(config["recipe"]):
+                raise DigitrecError(f"{run_dir} was started with another recipe; resume it with recipe=None")
             recipe, seed, dataset = Recipe.from_dict(config["recipe"]), config["seed"], config["dataset"]
     elif resume:
         raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
