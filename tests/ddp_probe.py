@@ -27,6 +27,7 @@ class Probe(nn.Module):
 
 
 models.MODELS["probe"] = Probe
+recipes.CHOICES["model"] += ("probe",)  # recipes validate model names against this list
 # One-cycle SGD: the learning rate changes every step, so a process that ran a different number of steps
 # ends elsewhere.  200 images held out: 1,800 of the small split's 2,000 train, a short last batch included.
 recipes.RECIPES["probe"] = recipes.Recipe(name="probe", model="probe", epochs=2, batch_size=64, optimizer="sgd",
