@@ -15,7 +15,7 @@ $(BIN)/python:
 # Stamps: reinstall when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[serve,export]'  # every command in the README works in this venv
+	$(BIN)/pip install -q -e '.[serve,export,learn]'  # every command in the README works in this venv
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
