@@ -8,6 +8,7 @@ import pytest
 
 from digitrec.data import (TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, dataset_spec, load_split, raw_dir,
                            sha256_file, write_idx)
+from digitrec.errors import DigitrecError
 
 DATA_DIR = Path(os.environ.get("DIGITREC_DATA", Path(__file__).parent.parent / "data"))
 DATA_FIXTURES = {"mnist_dir", "small_data", "fashion_dir"}
@@ -39,15 +40,20 @@ def fashion_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def small_data(mnist_dir, tmp_path_factory) -> Path:
-    """A small MNIST-shaped data set in IDX files: 2,000 training and 500 test images of real MNIST."""
+    """A small MNIST-shaped data set in IDX files: 2,000 training and 500 test images of real MNIST, and as many
+    of Fashion-MNIST (the `best` recipe draws its non-digit outliers from it) when `make data-fashion` ran."""
     root = tmp_path_factory.mktemp("small")
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    train, test = load_split("mnist", mnist_dir, True), load_split("mnist", mnist_dir, False)
-    write_idx(raw / TRAIN_IMAGES, train.images[:2000].numpy())
-    write_idx(raw / TRAIN_LABELS, train.labels[:2000].numpy().astype(np.uint8))
-    write_idx(raw / TEST_IMAGES, test.images[:500].numpy())
-    write_idx(raw / TEST_LABELS, test.labels[:500].numpy().astype(np.uint8))
+    for dataset in ("mnist", "fashion-mnist"):
+        try:
+            train, test = load_split(dataset, mnist_dir, True), load_split(dataset, mnist_dir, False)
+        except DigitrecError:
+            continue
+        raw = raw_dir(dataset, root)
+        raw.mkdir(parents=True)
+        write_idx(raw / TRAIN_IMAGES, train.images[:2000].numpy())
+        write_idx(raw / TRAIN_LABELS, train.labels[:2000].numpy().astype(np.uint8))
+        write_idx(raw / TEST_IMAGES, test.images[:500].numpy())
+        write_idx(raw / TEST_LABELS, test.labels[:500].numpy().astype(np.uint8))
     return root
 
 

@@ -56,8 +56,9 @@ def test_attribution_of_the_shipped_model_sits_on_the_ink_and_favours_its_answer
         e = explain_image(model, image, meta, label=label)
         assert e.digit == label and set(e.attributions) == {e.digit, e.runner_up}
         assert on_the_ink(image, e.attributions[e.digit]), label
-        # the answer's evidence outweighs the runner-up's (both start from the same black image)
-        assert e.attributions[e.digit].sum() > e.attributions[e.runner_up].sum()
+        # (No test that the answer's attributions outweigh the runner-up's: Integrated Gradients measures the
+        # change from the black baseline, where the calibrated, outlier-trained network already leans towards
+        # some digits, and SmoothGrad's noise gives thin strokes such as a 1 a negative sum; not a law.)
     again = explain_image(model, test_digits[0][0], meta)
     assert np.array_equal(again.attributions[again.digit], explain_image(model, test_digits[0][0], meta)
                           .attributions[again.digit])  # seeded noise: the same map every time

@@ -233,16 +233,14 @@ def test_the_uncertain_state(page, server):
     assert order and not order[0][0], f"no drawing in the sweep was uncertain: {[a['confidence'] for a in answers]}"
     # Drawn with the mouse, a drawing is not exactly the one painted by the sweep (pointer positions are
     # rounded): draw the likeliest ones until the page's own answer is uncertain (a few tries at most).
-    answered = []
-    page.page.on("response", lambda r: answered.append(r.json()) if r.url.endswith("/v1/predict?include_image=true")
-                 else None)
-    for _, _, i in order[:8]:
+    for _, _, i in order[:12]:
         page.click("#clear")
-        page.draw(families[i])
-        expected = answered[-1]
+        with page.page.expect_response(lambda r: r.url.endswith("/v1/predict?include_image=true")) as response:
+            page.draw(families[i])
+        expected = response.value.json()
         if expected["verdict"] == "uncertain":
             break
-    assert expected["verdict"] == "uncertain", "none of the 8 likeliest drawings was uncertain when drawn"
+    assert expected["verdict"] == "uncertain", "none of the 12 likeliest drawings was uncertain when drawn"
     assert page.page.locator("#prediction").get_attribute("class") == "uncertain"
     assert page.shown == f"{expected['digit']}?"
     assert page.status.startswith("uncertain:") and f"maybe {expected['topk'][1][0]}" in page.status

@@ -171,10 +171,11 @@ def make_outliers(n: int, data_dir: str | os.PathLike, part: str = "train", seed
     rng = np.random.default_rng([seed, BANK_VERSION, part == "val"])
     mnist = load_split("mnist", data_dir, train=True)
     held = np.zeros(len(mnist), bool)
-    held[validation_indices(mnist.labels, 5000).numpy()] = True
+    held[validation_indices(mnist.labels, min(5000, len(mnist) // 5)).numpy()] = True  # the recipes' carve
     pair_pool = np.nonzero(held if part == "val" else ~held)[0]
     fashion = load_split("fashion-mnist", data_dir, train=True).images.numpy()
-    fashion = fashion[50_000:] if part == "val" else fashion[:50_000]
+    cut = len(fashion) * 5 // 6  # 50,000 of Fashion-MNIST's 60,000 for training outliers, the rest held out
+    fashion = fashion[cut:] if part == "val" else fashion[:cut]
     mnist_images, fonts = mnist.images.numpy(), training_fonts()
     out, made, shown = np.zeros((n, 28, 28), np.uint8), 0, -1
     while made < n:

@@ -130,7 +130,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     if recipe.outliers:  # non-digits mixed into every batch, trained towards "no digit in particular"
         from .outliers import TRAIN_BANK, outlier_bank
 
-        outliers = torch.from_numpy(outlier_bank(data_dir, "train", TRAIN_BANK, log=log if world.is_main else _quiet))
+        bank_size = min(TRAIN_BANK, len(train_split) // 2)  # fewer for a small data set: made in seconds
+        outliers = torch.from_numpy(outlier_bank(data_dir, "train", bank_size, log=log if world.is_main else _quiet))
     if dev.type == "cuda":  # the whole data set fits on any GPU: no host-to-device copies per batch
         train_split, test_split = train_split.to(dev), test_split.to(dev)
         val_split = val_split.to(dev) if val_split is not None else None
@@ -261,7 +262,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     if outliers is not None:
         from .outliers import VAL_BANK, outlier_bank
 
-        outliers_val = torch.from_numpy(outlier_bank(data_dir, "val", VAL_BANK, log=log if world.is_main else _quiet))
+        outliers_val = torch.from_numpy(outlier_bank(data_dir, "val", min(VAL_BANK, len(held_out) // 2),
+                                                     log=log if world.is_main else _quiet))
     calibration, summary = calibrate(eval_model, final, held_out, outliers_val, dev)
     if val_split is None:
         calibration = replace(calibration, fitted_on=calibration.fitted_on + " (seen in training: no held-out split)")
