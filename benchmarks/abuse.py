@@ -136,20 +136,36 @@ def probes() -> list[tuple[str, str, dict, set[int]]]:
 
 # --- measuring ------------------------------------------------------------------------------------------------
 
-def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and all its descendants (the server, its decoding processes and their forkserver)."""
-    total, stack = 0, [pid]
+def rss_by_process(pid: int) -> dict[int, float]:
+    """{pid: RSS in MB} of a process and all its descendants (the server, its decoding processes and their
+    forkserver)."""
+    found, stack = {}, [pid]
     while stack:
         p = stack.pop()
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+                    found[p] = int(line.split()[1]) / 1024
             for task in Path(f"/proc/{p}/task").iterdir():
                 stack += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, ValueError):
             continue
-    return total / 1024
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    return sum(rss_by_process(pid).values())
+
+
+def rss_lines(pid: int) -> str:
+    """One line per process of the tree: where the memory is."""
+    def name(p):
+        try:
+            args = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+            return " ".join(a.decode(errors="replace") for a in args if a)[:70]
+        except OSError:
+            return "?"
+    return "\n".join(f"  pid {p}: {mb:.0f} MB  {name(p)}" for p, mb in sorted(rss_by_process(pid).items()))
 
 
 class HealthWatch:
@@ -233,7 +249,8 @@ def main():
     try:
         time.sleep(1)
         baseline = tree_rss_mb(server.pid)
-        print(f"machine: {machine()}\nserver RSS at start (with decoding processes): {baseline:.0f} MB\n")
+        print(f"machine: {machine()}\nserver RSS at start (with decoding processes): {baseline:.0f} MB\n"
+              f"{rss_lines(server.pid)}\n")
         print("| probe | status | answered in | slowest /healthz meanwhile | RSS peak over baseline |")
         print("|---|---|---|---|---|")
         for name, path, kwargs, expected in probes():
@@ -271,7 +288,8 @@ def main():
               f"| | {1000 * health.worst:.0f} ms | |")
         time.sleep(2)
         after = tree_rss_mb(server.pid)
-        print(f"\nRSS after all probes: {after:.0f} MB ({after - baseline:+.0f} MB from the baseline); 5xx answers: {fives}")
+        print(f"\nRSS after all probes: {after:.0f} MB ({after - baseline:+.0f} MB from the baseline); 5xx answers: {fives}\n"
+              f"{rss_lines(server.pid)}")
     finally:
         server.terminate()
         server.wait(timeout=15)

@@ -21,3 +21,37 @@ def keep_freed_memory() -> None:
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: give memory back only past 256 MB free at the top
     except (OSError, AttributeError):
         pass
+
+
+class FreedMemoryReturner:
+    """For a long-lived server: hands freed memory back to the OS shortly after each burst of requests.
+
+    glibc gives each thread that allocates at the same time its own arena, and freed small blocks stay in
+    those arenas: measured, eight concurrent `/v1/read` calls of 114 marks each left 8 arenas of 25 MB
+    resident in the server (+208 MB) for good, whatever the mmap and trim thresholds.  malloc_trim(0) returns
+    the free pages of every arena.  It runs in this thread, `delay` seconds after the last `poke()` of a burst
+    (at most once per `delay`), so no request waits for it.  A no-op where the C library is not glibc."""
+
+    def __init__(self, delay: float = 0.5) -> None:
+        import threading
+
+        try:
+            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            self._trim = None
+        self.delay, self.event = delay, threading.Event()
+        if self._trim is not None:
+            threading.Thread(target=self._run, name="digitrec-memory", daemon=True).start()
+
+    def poke(self) -> None:
+        """A request finished: trim once the burst is over."""
+        self.event.set()
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            self.event.wait()
+            time.sleep(self.delay)
+            self.event.clear()
+            self._trim(0)

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import DigitrecError
+from ..memory import FreedMemoryReturner
 from ..predict import NO_INK, Predictor, predict_images, read_images
 from ..preprocess import Decoded
 from . import metrics
@@ -417,6 +418,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.state.decode_pool = pool
     app.router.on_shutdown.append(pool.close)
     in_flight = {"n": 0}
+    freed_memory = FreedMemoryReturner()  # after a burst of requests, their memory goes back to the OS
     model_sha256 = served_model.file_sha256(predictor.source)
 
     async def decoded(request: Request, items: list[tuple[str, bytes]]) -> list[tuple[str, Decoded]]:
@@ -491,6 +493,8 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
                 await call(scope, receive, send_with_id)
             finally:
                 in_flight["n"] -= limited
+                if limited:
+                    freed_memory.poke()
         except Exception:  # noqa: BLE001
             log.exception("unhandled error", extra={"fields": {"request_id": request_id}})
             if not status["sent"]:
