@@ -56,8 +56,8 @@ def main():
         print(f"int8 accuracy on the test set: {quantized['int8_accuracy']:.2f}% "
               f"(float {quantized['float_accuracy']:.2f}%)")
         torch_fn = lambda x: model(torch.from_numpy(x))
-        shifts = "with its test-time shifts" if (meta.get("recipe") or {}).get("tta") else "no test-time shifts"
-        print(f"| model `{meta['architecture']}` ({shifts}), images/s | threads | batch 1 | batch 256 |\n"
+        shifts = "with its test-time shifts" if meta.uses_tta else "no test-time shifts"
+        print(f"| model `{meta.architecture}` ({shifts}), images/s | threads | batch 1 | batch 256 |\n"
               "|---|---|---|---|")
         default_threads = torch.get_num_threads()
         with torch.no_grad():

@@ -2,6 +2,7 @@
 to a probability (evaluate, predict, export) applies the same temperature."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from digitrec.calibration import (brier, expected_calibration_error, fit_tempera
                                   reliability)
 from digitrec.checkpoint import load_model, read_meta, save_model
 from digitrec.inference import Calibration, describe, predictive_model
+from digitrec.meta import ModelMeta
 from digitrec.models import FastCNN
 
 
@@ -65,20 +67,20 @@ def test_verdicts_follow_the_thresholds():
         assert record["verdict"] == verdict and record["uncertain"] == (verdict != "digit")
         assert record["digit"] == (None if verdict == "not_a_digit" else 3)
     with pytest.raises(Exception, match="invalid calibration"):
-        Calibration.from_meta({"calibration": {"temperature": -1}})
+        Calibration.from_meta(ModelMeta(calibration={"temperature": -1}))
 
 
 def test_the_temperature_in_the_metadata_reaches_the_probabilities(tmp_path):
     torch.manual_seed(0)
     net = FastCNN().eval()
     x = torch.rand(5, 1, 28, 28)
-    meta = {"architecture": "fast", "recipe": {"tta": False}, "calibration": {"temperature": 2.0}}
+    meta = ModelMeta(architecture="fast", recipe={"tta": False}, calibration={"temperature": 2.0})
     path = save_model(tmp_path / "m.safetensors", net, meta)
     loaded, meta = load_model(path)
-    assert read_meta(path)["calibration"]["temperature"] == 2.0
+    assert read_meta(path).calibration["temperature"] == 2.0
     with torch.no_grad():
         assert torch.allclose(predictive_model(loaded, meta)(x), net(x) / 2.0, atol=1e-6)
-        tta = predictive_model(loaded, {**meta, "recipe": {"tta": True}})(x)
+        tta = predictive_model(loaded, replace(meta, recipe={"tta": True}))(x)
         shifted = [net(torch.roll(torch.nn.functional.pad(x, (1, 1, 1, 1)), (dy, dx), (2, 3))[..., 1:29, 1:29])
                    for dy, dx in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))]
         assert torch.allclose(tta, torch.stack(shifted).mean(0) / 2.0, atol=1e-5)
@@ -95,8 +97,8 @@ def test_exported_graphs_carry_the_shifts_and_the_temperature(tmp_path, tta=True
 
     torch.manual_seed(1)
     net = FastCNN().eval()
-    meta = {"architecture": "fast", "recipe": {"tta": tta},
-            "calibration": {"temperature": 2.5, "not_a_digit_below": 0.3}}
+    meta = ModelMeta(architecture="fast", recipe={"tta": tta},
+                     calibration={"temperature": 2.5, "not_a_digit_below": 0.3})
     path = save_model(tmp_path / "m.safetensors", net, meta)
     reference = predictive_model(*load_model(path))
     onnx_file = export(path, "onnx", tmp_path / "m.onnx", data_dir=None)["path"]

@@ -6,6 +6,7 @@ import torch
 
 from digitrec.checkpoint import last_checkpoint_dir, load_checkpoint, load_model, read_meta, save_checkpoint, save_model
 from digitrec.errors import DigitrecError
+from digitrec.meta import ModelMeta
 from digitrec.models import FastCNN, SeedCNN
 
 
@@ -22,7 +23,7 @@ class Payload:
 def test_model_round_trip_keeps_weights_and_metadata(tmp_path):
     model = SeedCNN()
     model.conv3[1].running_var.fill_(2.5)  # buffers travel too
-    meta = {"architecture": "seed", "epoch": 3, "test_accuracy": 99.1}
+    meta = ModelMeta(architecture="seed", epoch=3, test_accuracy=99.1)
     save_model(tmp_path / "m.safetensors", model, meta)
     loaded, loaded_meta = load_model(tmp_path / "m.safetensors")
     assert loaded_meta == meta == read_meta(tmp_path / "m.safetensors")
@@ -43,7 +44,7 @@ def test_a_pickle_planted_as_a_model_is_refused_and_never_run(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's remark on the planted pickle
 def test_a_pickle_planted_as_training_state_is_refused_and_never_run(tmp_path):
-    checkpoint = save_checkpoint(tmp_path, 1, SeedCNN(), {"architecture": "seed"}, {"epoch": 1})
+    checkpoint = save_checkpoint(tmp_path, 1, SeedCNN(), ModelMeta(architecture="seed"), {"epoch": 1})
     marker = tmp_path / "pwned"
     with open(checkpoint / "state.pt", "wb") as f:
         pickle.dump(Payload(marker), f)
@@ -53,7 +54,7 @@ def test_a_pickle_planted_as_training_state_is_refused_and_never_run(tmp_path):
 
 
 def test_architecture_mismatch_is_one_clear_error(tmp_path):
-    save_model(tmp_path / "m.safetensors", FastCNN(), {"architecture": "seed"})
+    save_model(tmp_path / "m.safetensors", FastCNN(), ModelMeta(architecture="seed"))
     with pytest.raises(DigitrecError, match="do not match architecture 'seed'"):
         load_model(tmp_path / "m.safetensors")
 
@@ -70,10 +71,10 @@ def test_missing_and_foreign_files(tmp_path):
 
 def test_checkpoints_replace_each_other_and_keep_state(tmp_path):
     for epoch in (1, 2):
-        save_checkpoint(tmp_path, epoch, SeedCNN(), {"architecture": "seed", "epoch": epoch},
+        save_checkpoint(tmp_path, epoch, SeedCNN(), ModelMeta(architecture="seed", epoch=epoch),
                         {"epoch": epoch, "history": [{"loss": 0.5}]})
     last = last_checkpoint_dir(tmp_path)
     assert last.name == "epoch-002" and [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["epoch-002"]
     weights, meta, state = load_checkpoint(last)
-    assert meta["epoch"] == 2 and state == {"epoch": 2, "history": [{"loss": 0.5}]}
-    assert load_model(tmp_path)[1]["epoch"] == 2  # a run folder without a final model: its last checkpoint
+    assert meta.epoch == 2 and state == {"epoch": 2, "history": [{"loss": 0.5}]}
+    assert load_model(tmp_path)[1].epoch == 2  # a run folder without a final model: its last checkpoint

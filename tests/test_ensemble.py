@@ -43,15 +43,15 @@ def _member_mean(members, x):
 @pytest.mark.slow
 def test_the_ensemble_predicts_the_mean_of_its_members_probabilities(members, ensemble_dir, small_data):
     model, meta = load_model(ensemble_dir)
-    assert meta["architecture"] == "ensemble" and meta["members"] == ["fast", "fast"]
-    assert meta["dataset"] == "mnist" and meta["recipe"]["tta"] is False
+    assert meta.architecture == "ensemble" and meta.members == ["fast", "fast"]
+    assert meta.dataset == "mnist" and meta.recipe["tta"] is False
     test = load_split("mnist", small_data, train=False)
     x = test.images.float().div(255).unsqueeze(1)
     expected = _member_mean(members, x)
     with torch.no_grad():
         np.testing.assert_allclose(model(x).softmax(1).numpy(), expected, atol=1e-6)
-    temperature = meta["calibration"]["temperature"]
-    assert temperature > 0 and meta["calibration"]["fitted_on"].startswith("200 held-out")
+    temperature = meta.calibration["temperature"]
+    assert temperature > 0 and meta.calibration["fitted_on"].startswith("200 held-out")
     assert np.abs(expected - _member_mean(members[:1], x)).max() > 1e-3  # the two members do differ
 
     accuracies = [evaluate_split(load_model(m)[0], test).accuracy for m in members]
@@ -79,24 +79,25 @@ def test_an_exported_ensemble_matches_its_members_average(members, ensemble_dir,
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     probs = np.exp(out - out.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    temperature = load_model(ensemble_dir)[1]["calibration"]["temperature"]  # the graph applies it
+    temperature = load_model(ensemble_dir)[1].calibration["temperature"]  # the graph applies it
     expected = torch.from_numpy(np.log(_member_mean(members, x)) / temperature).softmax(1).numpy()
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
 def test_ensemble_refuses_one_model_and_an_ensemble_of_ensembles(tmp_path):
     from digitrec.checkpoint import save_model
+    from digitrec.meta import ModelMeta
     from digitrec.models import Ensemble, FastCNN
 
-    save_model(tmp_path / "a.safetensors", FastCNN(), {"architecture": "fast", "dataset": "mnist"})
+    save_model(tmp_path / "a.safetensors", FastCNN(), ModelMeta(architecture="fast", dataset="mnist"))
     result = run_cli("ensemble", str(tmp_path / "a.safetensors"), "--out", str(tmp_path / "e"))
     assert result.returncode == 2 and "at least two models" in result.stderr
     save_model(tmp_path / "e2.safetensors", Ensemble([FastCNN(), FastCNN()]),
-               {"architecture": "ensemble", "members": ["fast", "fast"], "dataset": "mnist"})
+               ModelMeta(architecture="ensemble", members=["fast", "fast"], dataset="mnist"))
     result = run_cli("ensemble", str(tmp_path / "a.safetensors"), str(tmp_path / "e2.safetensors"),
                      "--out", str(tmp_path / "e"))
     assert result.returncode == 2 and "ensembles of ensembles" in result.stderr
-    save_model(tmp_path / "f.safetensors", FastCNN(), {"architecture": "fast", "dataset": "fashion-mnist"})
+    save_model(tmp_path / "f.safetensors", FastCNN(), ModelMeta(architecture="fast", dataset="fashion-mnist"))
     result = run_cli("ensemble", str(tmp_path / "a.safetensors"), str(tmp_path / "f.safetensors"),
                      "--out", str(tmp_path / "e"))
     assert result.returncode == 2 and "different data sets" in result.stderr

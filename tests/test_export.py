@@ -43,9 +43,9 @@ def _pytorch_outputs(x: np.ndarray) -> np.ndarray:
     from digitrec.checkpoint import load_model
 
     model, meta = load_model(default_model_path())
-    assert not meta["recipe"].get("tta")  # the shipped model predicts without shifts
+    assert not meta.uses_tta  # the shipped model predicts without shifts
     with torch.no_grad():
-        return model(torch.from_numpy(x)).numpy() / meta["calibration"]["temperature"]
+        return model(torch.from_numpy(x)).numpy() / meta.calibration["temperature"]
 
 
 def _assert_same_outputs(got: np.ndarray, expected: np.ndarray):
@@ -61,7 +61,7 @@ def test_onnx_matches_pytorch_on_the_whole_test_set(onnx_model):
     assert result["test_images"] == 10_000 and result["same_predictions"] is True
     assert result["max_abs_logit_diff"] < 1e-4
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # one self-contained file, no external data
-    assert OnnxBackend(path).meta["architecture"] == "wide"
+    assert OnnxBackend(path).meta.architecture == "wide"
 
 
 @pytest.mark.mnist

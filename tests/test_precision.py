@@ -36,7 +36,7 @@ def test_fp32_and_bf16_both_train_and_evaluate(small_data, tmp_path):
     for precision in ("fp32", "bf16"):
         results[precision] = train(recipe, data_dir=small_data, out=tmp_path / precision, device="cpu",
                                    precision=precision, log=lambda line: None)
-        assert results[precision].meta["precision"] == precision
+        assert results[precision].meta.precision == precision
         assert f'"precision": "{precision}"' in (tmp_path / precision / "config.json").read_text()
     # Same seed, same data: the two runs differ only by rounding, so they learn about as well.
     assert results["fp32"].test_accuracy > 85 and abs(results["fp32"].test_accuracy - results["bf16"].test_accuracy) < 4

@@ -40,7 +40,7 @@ def png(array, mode="L", fmt="PNG"):
 
 def test_the_shipped_model_loads_and_records_its_accuracy():
     meta = read_meta(default_model_path())
-    assert meta["test_accuracy"] >= 99.0 and meta["dataset"] == "mnist"
+    assert meta.test_accuracy >= 99.0 and meta.dataset == "mnist"
 
 
 @pytest.mark.mnist

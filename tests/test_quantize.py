@@ -43,7 +43,7 @@ def test_int8_export_is_quantized_and_within_a_tenth_of_a_point(tmp_path, mnist_
 
     # The metadata travels: the model's calibration (temperature inside the graph), usable by every command.
     predictor = Predictor(int8, "onnxruntime")
-    assert predictor.calibration.in_graph and predictor.meta["architecture"]
+    assert predictor.calibration.in_graph and predictor.meta.architecture
     probabilities = predictor.probabilities(list(images[:20, 0]))
     assert (probabilities.argmax(1) == labels[:20]).mean() >= 0.95 and np.allclose(probabilities.sum(1), 1, atol=1e-4)
 

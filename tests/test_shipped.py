@@ -18,12 +18,12 @@ FLOOR = 99.6  # README: "99.7%" for the shipped best-recipe model
 @pytest.mark.slow
 def test_the_shipped_model_reaches_the_accuracy_in_its_metadata(mnist_dir):
     model, meta = load_model(default_model_path())
-    assert meta["dataset"] == "mnist"
+    assert meta.dataset == "mnist"
     # as `digitrec evaluate` and `predict` run it: the recipe's test-time shifts, the calibration temperature
     ev = evaluate_split(predictive_model(model, meta), load_split("mnist", mnist_dir, train=False))
-    report = build_report(ev, meta, meta["classes"])
-    print(f"shipped model: {report['accuracy']:.2f}% measured, {meta['test_accuracy']:.2f}% in its metadata")
+    report = build_report(ev, meta, meta.classes)
+    print(f"shipped model: {report['accuracy']:.2f}% measured, {meta.test_accuracy:.2f}% in its metadata")
     assert report["n"] == 10_000
-    assert report["accuracy"] >= meta["test_accuracy"] - TOLERANCE
+    assert report["accuracy"] >= meta.test_accuracy - TOLERANCE
     assert report["accuracy"] >= FLOOR
     assert min(row["recall"] for row in report["per_class"]) >= 0.98  # every digit, not only the common ones

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from digitrec.inference import TTA_SHIFTS, predictive_model
+from digitrec.meta import ModelMeta
 from digitrec.models import FastCNN
 
 
@@ -22,7 +23,7 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 def predict_proba(model, x, tta=False):
     with torch.no_grad():
-        return predictive_model(model, {"recipe": {"tta": tta}}, temperature=1.0)(x).softmax(1)
+        return predictive_model(model, ModelMeta(recipe={"tta": tta}), temperature=1.0)(x).softmax(1)
 
 
 def shifted_numpy(x: np.ndarray, dy: int, dx: int) -> np.ndarray:

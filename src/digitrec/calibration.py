@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .inference import UNCERTAIN_BELOW, Calibration
+from .meta import ModelMeta
 
 ECE_BINS = 15
 REJECT_DIGITS = 0.002  # at most this share of validation digits may fall under the not-a-digit threshold
@@ -82,7 +83,7 @@ def not_a_digit_threshold(digit_top_probabilities: torch.Tensor) -> float:
     return min(threshold, MAX_NOT_A_DIGIT)
 
 
-def calibrate(network, meta: dict, validation, outliers=None, device="cpu", log=None) -> tuple[Calibration, dict]:
+def calibrate(network, meta: ModelMeta, validation, outliers=None, device="cpu", log=None) -> tuple[Calibration, dict]:
     """Fit the temperature on the validation digits, then the not-a-digit threshold; return the calibration and
     what it achieved on the validation data (for the model's metadata and the training log).
 

@@ -10,7 +10,6 @@ process killed at any moment leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -23,9 +22,9 @@ from torch import nn
 
 from .errors import DigitrecError
 from .memory import keep_freed_memory
+from .meta import META_KEY, ModelMeta
 from .models import build_model
 
-META_KEY = "digitrec"
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.pt"
 CHECKPOINTS = "checkpoints"
@@ -51,14 +50,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def save_model(path: str | os.PathLike, model: nn.Module, meta: dict) -> Path:
+def save_model(path: str | os.PathLike, model: nn.Module, meta: ModelMeta) -> Path:
     """Write weights + metadata (`path` ends in .safetensors) and the metadata's .json copy."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    header = {META_KEY: json.dumps(meta)}
+    header = {META_KEY: meta.to_json()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(path.with_suffix(".json"), meta.to_json(indent=2) + "\n")
     return path
 
 
@@ -77,7 +76,7 @@ def resolve_model_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def read_meta(path: str | os.PathLike) -> dict:
+def read_meta(path: str | os.PathLike) -> ModelMeta:
     path = resolve_model_path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -87,21 +86,18 @@ def read_meta(path: str | os.PathLike) -> dict:
                              code="invalid_model") from None
     if META_KEY not in header:
         raise DigitrecError(f"{path} is a safetensors file without digitrec metadata", code="invalid_model")
-    try:
-        return json.loads(header[META_KEY])
-    except json.JSONDecodeError:
-        raise DigitrecError(f"{path}: its digitrec metadata is not valid JSON", code="invalid_model") from None
+    return ModelMeta.from_json(header[META_KEY], path)
 
 
-def build_from_meta(meta: dict) -> nn.Module:
-    if meta.get("architecture") == "ensemble":
+def build_from_meta(meta: ModelMeta) -> nn.Module:
+    if meta.architecture == "ensemble":
         from .models import Ensemble
 
-        return Ensemble([build_model(name) for name in meta["members"]])
-    return build_model(meta.get("architecture", ""))
+        return Ensemble([build_model(name) for name in meta.members or []])
+    return build_model(meta.architecture or "")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
     """Load any digitrec model file (or run folder) in eval mode, ready to run; returns (model, metadata)."""
     keep_freed_memory()
     path = resolve_model_path(path)
@@ -111,8 +107,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
-        architecture = meta.get("architecture")
-        raise DigitrecError(f"{path}: weights do not match architecture {architecture!r} ({first})",
+        raise DigitrecError(f"{path}: weights do not match architecture {meta.architecture!r} ({first})",
                              code="invalid_model") from None
     return model.to(device).eval(), meta
 
@@ -132,7 +127,7 @@ def last_checkpoint_dir(run_dir: str | os.PathLike) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def save_checkpoint(run_dir: str | os.PathLike, epoch: int, model: nn.Module, meta: dict, state: dict) -> Path:
+def save_checkpoint(run_dir: str | os.PathLike, epoch: int, model: nn.Module, meta: ModelMeta, state: dict) -> Path:
     """Write checkpoints/epoch-NNN atomically, then drop older checkpoints."""
     root = Path(run_dir) / CHECKPOINTS
     root.mkdir(parents=True, exist_ok=True)
@@ -155,7 +150,7 @@ def save_checkpoint(run_dir: str | os.PathLike, epoch: int, model: nn.Module, me
     return final
 
 
-def load_checkpoint(checkpoint_dir: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict, dict]:
+def load_checkpoint(checkpoint_dir: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelMeta, dict]:
     """(model state_dict, metadata, training state) of one checkpoint folder."""
     checkpoint_dir = Path(checkpoint_dir)
     meta = read_meta(checkpoint_dir / MODEL_FILE)

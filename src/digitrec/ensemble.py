@@ -11,7 +11,8 @@ from .calibration import calibrate
 from .checkpoint import MODEL_FILE, load_model, resolve_model_path, save_model
 from .data import load_split, say, split_validation
 from .errors import DigitrecError
-from .inference import select_device
+from .inference import Calibration, select_device
+from .meta import ModelMeta
 from .models import Ensemble
 
 VALIDATION = 5000  # the default validation carve of the recipes
@@ -26,33 +27,34 @@ def build_ensemble(paths: list[str | os.PathLike], out: str | os.PathLike, data_
         raise DigitrecError("an ensemble needs at least two models")
     dev = select_device(device)
     loaded = [load_model(p, dev) for p in paths]
-    datasets = {meta.get("dataset", "mnist") for _, meta in loaded}
+    metas = [meta for _, meta in loaded]
+    datasets = {meta.dataset for meta in metas}
     if len(datasets) > 1:
         raise DigitrecError(f"the models were trained on different data sets: {', '.join(sorted(datasets))}")
-    if any(meta.get("architecture") == "ensemble" for _, meta in loaded):
+    if any(meta.architecture == "ensemble" for meta in metas):
         raise DigitrecError("ensembles of ensembles are not supported: list their member models instead")
-    first = loaded[0][1]
-    dataset = first.get("dataset", "mnist")
-    meta = {"format": 1, "architecture": "ensemble", "members": [m["architecture"] for _, m in loaded],
-            "member_files": [resolve_model_path(p).name for p in paths],
-            "member_test_accuracy": [m.get("test_accuracy") for _, m in loaded],
-            "recipe": {"tta": all(m.get("recipe", {}).get("tta", False) for _, m in loaded)},
-            "dataset": dataset, "classes": first.get("classes"), "data_sha256": first.get("data_sha256"),
-            "test_accuracy": None}
+    first = metas[0]
+    meta = ModelMeta(architecture="ensemble", members=[m.architecture for m in metas],
+                     member_files=[resolve_model_path(p).name for p in paths],
+                     member_test_accuracy=[m.test_accuracy for m in metas],
+                     recipe={"tta": all(m.uses_tta for m in metas)}, dataset=first.dataset, classes=first.classes,
+                     data_sha256=first.data_sha256)
     model = Ensemble([m for m, _ in loaded]).eval()
     # The members' own validation carve (the same seeded carve for every recipe of one size); members that
     # held none out are calibrated on a carve they trained on, and the metadata says so.
-    train_split = load_split(dataset, data_dir, train=True)
-    sizes = {m.get("recipe", {}).get("validation", 0) for _, m in loaded}
+    train_split = load_split(meta.dataset, data_dir, train=True)
+    held_out = [(m.recipe or {}).get("validation", 0) for m in metas]
+    sizes = set(held_out)
     size = sizes.pop() if len(sizes) == 1 and 0 not in sizes else min(VALIDATION, len(train_split) // 5)
     _, validation = split_validation(train_split, size)
     calibration, summary = calibrate(model, meta, validation.to(dev), device=dev)
-    seen = [str(p) for p, (_, m) in zip(paths, loaded) if m.get("recipe", {}).get("validation", 0) != size]
+    seen = [str(p) for p, n in zip(paths, held_out) if n != size]
     if seen:
         calibration = replace(calibration, fitted_on=f"{calibration.fitted_on} (seen in training by {', '.join(seen)})")
     # The members' own not-a-digit thresholds carry over only as their most cautious one.
-    threshold = max((m.get("calibration") or {}).get("not_a_digit_below", 0.0) for _, m in loaded)
-    meta.update(calibration={**calibration.to_dict(), "not_a_digit_below": threshold}, calibration_validation=summary)
+    threshold = max(Calibration.from_meta(m).not_a_digit_below for m in metas)
+    meta = replace(meta, calibration=replace(calibration, not_a_digit_below=threshold).to_dict(),
+                   calibration_validation=summary)
     log(f"ensemble of {len(paths)}: temperature {calibration.temperature:.3f}, validation ECE "
         f"{summary['ece_before']:.2%} -> {summary['ece']:.2%}")
     return save_model(Path(out) / MODEL_FILE, model, meta)

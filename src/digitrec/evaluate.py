@@ -13,6 +13,7 @@ import torch
 
 from .calibration import calibration_report, reliability
 from .inference import Evaluation
+from .meta import ModelMeta
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """counts[true, predicted]"""
@@ -29,12 +30,12 @@ def per_class_scores(confusion: torch.Tensor) -> list[dict]:
              "support": int(confusion[c].sum())} for c in range(len(confusion))]
 
 
-def build_report(ev: Evaluation, meta: dict, classes: list[str]) -> dict:
+def build_report(ev: Evaluation, meta: ModelMeta, classes: list[str]) -> dict:
     confusion = confusion_matrix(ev.labels, ev.predictions, len(classes))
     calibration = calibration_report(ev.probabilities, ev.labels)
     return {
-        "model": {k: meta.get(k) for k in ("architecture", "recipe", "epoch", "test_accuracy", "calibration",
-                                           "precision", "data_sha256")},
+        "model": {k: getattr(meta, k) for k in ("architecture", "recipe", "epoch", "test_accuracy", "calibration",
+                                                 "precision", "data_sha256")},
         "n": len(ev.labels),
         "accuracy": ev.accuracy,
         "loss": ev.loss,
@@ -77,7 +78,7 @@ def evaluate(model_path: str | os.PathLike, data_dir: str | os.PathLike = "data"
     path = resolve_model_path(model_path)
     dev = select_device(device)
     model, meta = load_model(path, dev)
-    dataset = dataset or meta.get("dataset", "mnist")
+    dataset = dataset or meta.dataset
     classes = list(dataset_spec(dataset).classes)
     test = load_split(dataset, data_dir, train=False)
     ev = evaluate_split(predictive_model(model, meta), test, batch_size, dev)
@@ -88,6 +89,6 @@ def evaluate(model_path: str | os.PathLike, data_dir: str | os.PathLike = "data"
     plots.confusion(report["confusion_matrix"], classes, out / "confusion.png")
     plots.mistakes(test.images, ev.labels, ev.predictions, ev.probabilities, classes, out / "mistakes.png")
     plots.reliability_diagram(report["reliability"], report["ece"], out / "reliability.png",
-                              f"{meta.get('architecture')} on the {dataset} test set")
+                              f"{meta.architecture} on the {dataset} test set")
     report["files"] = [str(out / n) for n in ("report.json", "confusion.png", "mistakes.png", "reliability.png")]
     return report

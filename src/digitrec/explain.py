@@ -23,6 +23,7 @@ from torch import nn
 from .checkpoint import load_model
 from .errors import DigitrecError, missing_dependency
 from .inference import predictive_model
+from .meta import ModelMeta
 from .models import MODELS, Ensemble, build_model
 from .predict import default_model_path, expand
 from .preprocess import find_ink, decode, to_mnist
@@ -69,12 +70,12 @@ class Explanation:
                 "attributions": {str(d): a.round(5).tolist() for d, a in self.attributions.items()}}
 
 
-def load(model: str | os.PathLike | None = None) -> tuple[nn.Module, dict]:
+def load(model: str | os.PathLike | None = None) -> tuple[nn.Module, ModelMeta]:
     """A model file or run folder (default: the shipped model) in eval mode, and its metadata."""
     return load_model(Path(model) if model else default_model_path(), "cpu")
 
 
-def explain_image(model: nn.Module, image: np.ndarray, meta: dict | None = None, name: str = "image",
+def explain_image(model: nn.Module, image: np.ndarray, meta: ModelMeta | None = None, name: str = "image",
                   label: int | None = None) -> Explanation:
     """Explain one float [28, 28] image in [0, 1] (already preprocessed)."""
     require("captum")
@@ -86,7 +87,7 @@ def explain_image(model: nn.Module, image: np.ndarray, meta: dict | None = None,
     model.eval()
     x = torch.from_numpy(image)[None, None]
     with torch.no_grad():  # as `predict` reports them: test-time shifts and calibration, if the model has them
-        probabilities = predictive_model(model, meta or {})(x).softmax(1)[0].numpy()
+        probabilities = predictive_model(model, meta or ModelMeta())(x).softmax(1)[0].numpy()
     first = model.members[0] if isinstance(model, Ensemble) else model  # layers to show: the first member's
     maps, hooks = [], []
     for layer_name, module in first.named_modules():
@@ -130,7 +131,7 @@ def explain(paths: list[str] = (), *, model: str | os.PathLike | None = None, ou
     def run(name: str, image: np.ndarray, stem: str, label: int | None = None) -> None:
         e = explain_image(net, image, meta, name, label)
         target = out / f"{stem}-explained.png"
-        draw(e, target, meta.get("architecture", "?"))
+        draw(e, target, meta.architecture or "?")
         records.append({"path": name, "out": str(target), **{k: v for k, v in e.to_dict().items()
                                                                  if k in ("digit", "runner_up", "topk", "label")},
                         "error": None, "error_code": None})
@@ -146,7 +147,7 @@ def explain(paths: list[str] = (), *, model: str | os.PathLike | None = None, ou
     if indices:
         from .data import load_split
 
-        test = load_split(meta.get("dataset", "mnist"), data_dir, False)
+        test = load_split(meta.dataset, data_dir, False)
         for i in indices:
             if not 0 <= i < len(test):
                 raise DigitrecError(f"--index {i} is outside the test set (0-{len(test) - 1})")
@@ -263,7 +264,7 @@ def summary(model: str | os.PathLike | None = None) -> str:
         net, title = build_model(str(model)), f"architecture {model}"
     else:
         net, meta = load(model)
-        title = f"{meta.get('architecture', '?')} from {Path(model) if model else default_model_path()}"
+        title = f"{meta.architecture or '?'} from {Path(model) if model else default_model_path()}"
     stats = torchinfo.summary(net.eval(), input_size=(1, 1, 28, 28), verbose=0, depth=3,
                               col_names=("output_size", "num_params", "mult_adds"), row_settings=("var_names",))
     # torchinfo names its mult-add unit after a byte unit (Units.MEGABYTES): say millions instead

@@ -11,14 +11,15 @@ PyTorch in the inference path.
 
 from __future__ import annotations
 
-import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DigitrecError, missing_dependency
-from .inference import META_KEY, Calibration, OnnxBackend
+from .inference import Calibration, OnnxBackend
+from .meta import META_KEY
 
 MAX_LOGIT_DIFF = 1e-4
 
@@ -40,7 +41,7 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
     source = resolve_model_path(model_path)
     network, meta = load_model(source, "cpu")
     model = predictive_model(network, meta)  # shifts and temperature inside the graph
-    meta = {**meta, "calibration": {**Calibration.from_meta(meta).to_dict(), "in_graph": True}}
+    meta = replace(meta, calibration=replace(Calibration.from_meta(meta), in_graph=True).to_dict())
     out = Path(out) if out else source.with_suffix(f".{fmt}")
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 1, 28, 28)
@@ -55,17 +56,17 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
         program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
                                     dynamic_shapes={"x": {0: batch}}, verbose=False)
         proto = program.model_proto
-        onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta)})
+        onnx.helper.set_model_props(proto, {META_KEY: meta.to_json()})
         onnx.save_model(proto, str(out), save_as_external_data=False)
         run = OnnxBackend(out).logits
     else:
         program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
-        torch.export.save(program, str(out), extra_files={f"{META_KEY}.json": json.dumps(meta)})
+        torch.export.save(program, str(out), extra_files={f"{META_KEY}.json": meta.to_json()})
         loaded = torch.export.load(str(out)).module()
         run = lambda x: loaded(torch.from_numpy(x)).detach().numpy()
     result = {"path": str(out), "format": fmt}
     if data_dir is not None:
-        result.update(verify(model, run, meta.get("dataset", "mnist"), data_dir))
+        result.update(verify(model, run, meta.dataset, data_dir))
         log(f"verified {out} on {result['test_images']} test images: same predictions "
             f"{result['same_predictions']}, max |logit difference| {result['max_abs_logit_diff']:.2e}")
         if not result["same_predictions"] or result["max_abs_logit_diff"] >= MAX_LOGIT_DIFF:

@@ -10,7 +10,6 @@ numpy batches.  Device and precision choice live here too, because training and 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DigitrecError, missing_dependency
+from .meta import META_KEY, ModelMeta
 
 # Test-time shifts: the image and its 1-pixel shifts (dy, dx); logits averaged.
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
 UNCERTAIN_BELOW = 0.70  # a (calibrated) probability under this is flagged uncertain
 VERDICTS = ("digit", "uncertain", "not_a_digit", "no_ink", "error")
-META_KEY = "digitrec"  # where ONNX metadata_props keep the model's metadata
 
 
 @dataclass(frozen=True)
@@ -45,8 +44,8 @@ class Calibration:
     fitted_on: str | None = None
 
     @classmethod
-    def from_meta(cls, meta: dict) -> Calibration:
-        c = meta.get("calibration") or {}
+    def from_meta(cls, meta: ModelMeta) -> Calibration:
+        c = meta.calibration or {}
         known = {k: c[k] for k in ("temperature", "not_a_digit_below", "uncertain_below", "in_graph", "fitted_on")
                  if k in c}
         cal = cls(**known)
@@ -139,12 +138,12 @@ def autocast(device, precision: str):
 # ---------------------------------------------------------------------------------------------------
 # The predictive model: network (+ shifts) + temperature, as one module.
 
-def predictive_model(model, meta: dict, temperature: float | None = None):
+def predictive_model(model, meta: ModelMeta, temperature: float | None = None):
     """The network as it predicts: with its recipe's test-time shifts and its calibration temperature (or the
     one given).  Outputs logits whose softmax is the probability every command reports."""
     from .models import Calibrated, ShiftAveraged
 
-    network = ShiftAveraged(model, TTA_SHIFTS) if (meta.get("recipe") or {}).get("tta") else model
+    network = ShiftAveraged(model, TTA_SHIFTS) if meta.uses_tta else model
     t = Calibration.from_meta(meta).temperature if temperature is None else temperature
     return Calibrated(network, t).eval()
 
@@ -241,7 +240,7 @@ class OnnxBackend:
             raise DigitrecError(f"{path} is not a loadable ONNX model ({type(e).__name__})",
                                 code="invalid_model") from None
         custom = self.session.get_modelmeta().custom_metadata_map
-        self.meta = json.loads(custom[META_KEY]) if META_KEY in custom else {}
+        self.meta = ModelMeta.from_json(custom[META_KEY], path) if META_KEY in custom else ModelMeta()
         self.calibration = Calibration.from_meta(self.meta)
         if not self.calibration.in_graph and self.calibration.temperature != 1.0:
             raise DigitrecError(f"{path}: exported without its calibration in the graph; export it again",

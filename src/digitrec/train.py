@@ -30,6 +30,7 @@ from .data import (Split, batches, data_hashes, dataset_spec, load_split, say, s
 from .errors import DigitrecError
 from .inference import autocast, evaluate_split, predictive_model, resolve_precision, select_device
 from .memory import keep_freed_memory
+from .meta import ModelMeta
 from .models import build_model
 from .recipes import Recipe
 
@@ -71,7 +72,7 @@ class RunResult:
     history: list[dict]  # one row per epoch, as in metrics.jsonl
     run_dir: Path | None
     test_accuracy: float  # percent, of the final model as it predicts (with the recipe's test-time shifts)
-    meta: dict | None = None  # the saved model's metadata (calibration, precision, ...)
+    meta: ModelMeta | None = None  # the saved model's metadata (calibration, precision, ...)
 
 
 def _start_run_dir(out: Path, resume: bool) -> dict | None:
@@ -182,10 +183,10 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     eval_model = ema.module if ema is not None else net
     show_bar = sys.stderr.isatty() if progress is None else progress
 
-    def meta(epoch: int, accuracy: float) -> dict:
-        return {"format": 1, "architecture": recipe.model, "recipe": recipe.to_dict(), "dataset": dataset,
-                "classes": list(spec.classes), "epoch": epoch, "test_accuracy": accuracy, "seed": seed,
-                "precision": precision, "data_sha256": hashes, "digitrec_version": __version__}
+    def meta(epoch: int, accuracy: float | None) -> ModelMeta:
+        return ModelMeta(architecture=recipe.model, recipe=recipe.to_dict(), dataset=dataset,
+                         classes=list(spec.classes), epoch=epoch, test_accuracy=accuracy, seed=seed,
+                         precision=precision, data_sha256=hashes, digitrec_version=__version__)
 
     for epoch in range(start_epoch, recipe.epochs):
         started = time.perf_counter()
@@ -267,11 +268,12 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     calibration, summary = calibrate(eval_model, final, held_out, outliers_val, dev)
     if val_split is None:
         calibration = replace(calibration, fitted_on=calibration.fitted_on + " (seen in training: no held-out split)")
-    final.update(calibration=calibration.to_dict(), calibration_validation=summary)
+    final = replace(final, calibration=calibration.to_dict(), calibration_validation=summary)
     # Per epoch a plain evaluation tracks progress; the final model is measured once the way it will predict
     # (test-time shifts, calibration): that figure is the one saved with it.
     final_eval = evaluate_split(predictive_model(eval_model, final), test_split, recipe.eval_batch_size, dev)
-    accuracy = final["test_accuracy"] = final_eval.accuracy
+    final = replace(final, test_accuracy=final_eval.accuracy)
+    accuracy = final.test_accuracy
     if world.is_main:
         log(f"calibrated on {calibration.fitted_on}: temperature {calibration.temperature:.3f}, validation ECE "
             f"{summary['ece_before']:.2%} -> {summary['ece']:.2%}" +

@@ -412,7 +412,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     settings = settings or Settings()
     predictor = ServedPredictor(*served_model.load(settings.model, settings.backend, settings.model_threads))
     pool = DecodePool(settings.decode_workers, settings.decode_memory_mb, settings.decode_timeout)
-    app = FastAPIOffline(title="digitrec", version=predictor.meta.get("digitrec_version", "") or "0",
+    app = FastAPIOffline(title="digitrec", version=predictor.meta.digitrec_version or "0",
                          description="Handwritten digit recognition: predict single digits, read lines of digits.")
     pool.on_replace = metrics.DECODERS_REPLACED.inc
     app.state.decode_pool = pool
@@ -559,10 +559,10 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     async def model_info():
         """The model being served: name, content hash and metadata (no file paths)."""
         meta = predictor.meta
-        return {"name": meta.get("name") or predictor.source.stem, "sha256": model_sha256,
-                "architecture": meta.get("architecture"), "members": meta.get("members"),
-                "recipe": meta.get("recipe"), "test_accuracy": meta.get("test_accuracy"),
-                "dataset": meta.get("dataset"), "data_sha256": meta.get("data_sha256"),
+        return {"name": meta.name or predictor.source.stem, "sha256": model_sha256,
+                "architecture": meta.architecture, "members": meta.members,
+                "recipe": meta.recipe, "test_accuracy": meta.test_accuracy,
+                "dataset": meta.dataset, "data_sha256": meta.data_sha256,
                 "backend": predictor.backend}
 
     @app.get("/metrics", include_in_schema=False)
