@@ -26,7 +26,7 @@ from .inference import predictive_model
 from .meta import ModelMeta
 from .models import MODELS, Ensemble, build_model
 from .predict import default_model_path, expand
-from .preprocess import find_ink, decode, to_mnist
+from .preprocess import preprocess
 
 # SmoothGrad over Integrated Gradients: NOISE_SAMPLES noisy copies (std NOISE_STD in the [0, 1] input range),
 # each integrated in IG_STEPS steps from a black image.  More of either: smoother maps, proportionally slower.
@@ -138,10 +138,10 @@ def explain(paths: list[str] = (), *, model: str | os.PathLike | None = None, ou
 
     for source in expand(list(paths)):
         try:
-            ink = find_ink(decode(source.read())[0])
-            if ink.empty:
+            digit = preprocess(source.read())
+            if digit is None:
                 raise DigitrecError("no ink found: the image is blank or uniform", code="no_ink")
-            run(source.name, to_mnist(ink), Path(source.name).stem or "stdin")
+            run(source.name, digit, Path(source.name).stem or "stdin")
         except DigitrecError as e:
             records.append({"path": source.name, "error": str(e), "error_code": e.code})
     if indices:

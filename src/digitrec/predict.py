@@ -22,8 +22,7 @@ import numpy as np
 
 from .errors import DigitrecError
 from .inference import describe, softmax
-from .preprocess import MAX_BYTES, TOO_LARGE, decode, find_ink, to_mnist, to_png
-from .segment import segment
+from .preprocess import MAX_BYTES, TOO_LARGE, prepare, to_png
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 NO_INK = "no ink found: the image is blank or uniform"
@@ -121,15 +120,15 @@ def predict_images(items: list[tuple[str, bytes]], predictor: Predictor, topk: i
     digits, where = [], []
     for name, data in items:
         try:
-            ink = find_ink(decode(data)[0])
+            prepared = prepare(data)
         except DigitrecError as e:
             records.append(empty_record(name, str(e), e.code))
             continue
-        if ink.empty:
+        if not len(prepared.digits):
             records.append(empty_record(name, NO_INK, "no_ink"))
             continue
         records.append({"path": name})
-        digits.append(to_mnist(ink))
+        digits.append(prepared.digits[0])
         where.append(len(records) - 1)
     for i, probs, digit in zip(where, predictor.probabilities(digits), digits):
         records[i].update(predictor.describe(probs, topk), error=None, error_code=None)
@@ -151,20 +150,19 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
     records = []
     for index, (name, data) in enumerate(items):
         try:
-            grey, scale = decode(data)
-            pieces = segment(find_ink(grey))
+            prepared = prepare(data, line=True, keep_grey=bool(annotate))
         except DigitrecError as e:
             records.append({"path": name, "text": "", "digits": [], "error": str(e), "error_code": e.code})
             continue
-        if not pieces:
+        if not len(prepared.digits):
             records.append({"path": name, "text": "", "digits": [], "error": NO_INK, "error_code": "no_ink"})
             continue
-        probs = predictor.probabilities([to_mnist(ink) for ink, _ in pieces])
+        probs = predictor.probabilities(list(prepared.digits))
         digits = []
-        for p, (_, box) in zip(probs, pieces):
+        for p, box in zip(probs, prepared.boxes):
             found = predictor.describe(p, 1)
             digits.append({"digit": found["digit"], "confidence": found["confidence"], "verdict": found["verdict"],
-                           "box": [round(v * scale) for v in box]})
+                           "box": list(box)})
         # A mark that is not a digit keeps its box and reads as "?".
         text = "".join("?" if d["digit"] is None else str(d["digit"]) for d in digits)
         records.append({"path": name, "text": text, "digits": digits, "error": None, "error_code": None})
@@ -172,7 +170,7 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
             target = Path(annotate)
             if several:
                 target = target.with_name(f"{target.stem}-{first_index + index}{target.suffix or '.png'}")
-            draw_boxes(grey, scale, digits, target)
+            draw_boxes(prepared.grey, prepared.scale, digits, target)
     return records
 
 

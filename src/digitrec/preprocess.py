@@ -49,17 +49,7 @@ class Ink:
         return not self.mask.any()
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """An image decoded elsewhere (the server decodes in sandboxed worker processes), or the error that
-    decoding it gave: `decode` returns the first as is and raises the second."""
-
-    grey: np.ndarray | None  # float32 [H, W] in [0, 1]
-    scale: float = 1.0
-    error: DigitrecError | None = None
-
-
-def decode(data: bytes | Decoded) -> tuple[np.ndarray, float]:
+def decode(data: bytes) -> tuple[np.ndarray, float]:
     """Image bytes (PNG, JPEG, GIF, BMP, TIFF or WebP) -> (grey float32 [H, W] in [0, 1] with dark = 0, scale),
     shrunk to about WORK_PIXELS, where scale = original width / analysed width.
 
@@ -67,10 +57,6 @@ def decode(data: bytes | Decoded) -> tuple[np.ndarray, float]:
     their parsers meet (struct.error, TypeError, ValueError ...) on crafted files, so every failure inside
     decoding is an invalid image, and running out of memory (the server's workers run under a memory limit)
     is a refusal, not a crash."""
-    if isinstance(data, Decoded):
-        if data.error is not None:
-            raise data.error
-        return data.grey, data.scale
     if len(data) > MAX_BYTES:
         raise DigitrecError(f"{TOO_LARGE} ({len(data)} bytes; the limit is {MAX_BYTES})", code="too_large")
     if not data:
@@ -292,10 +278,46 @@ def to_mnist(ink: Ink) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What the model needs from one image: its 28x28 inputs (one for a single digit, one per digit of a line;
+    none: no ink) and, for a line, each digit's box in the original image's pixels.  Made by `prepare` here, or
+    elsewhere (the server prepares images in sandboxed worker processes) and passed on as is; `error` is then
+    the DigitrecError that preparing it gave."""
+
+    digits: np.ndarray  # float32 [N, 28, 28]
+    boxes: tuple[tuple[int, int, int, int], ...] = ()  # (x0, y0, x1, y1) per digit, lines only
+    error: DigitrecError | None = None
+    grey: np.ndarray | None = None  # the analysed grey image and its scale, kept only when asked (annotations)
+    scale: float = 1.0
+
+
+def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False) -> Prepared:
+    """Image bytes -> Prepared: decode, find the ink, then one digit (`line` False) or the digits of a line
+    (segment.py), each as MNIST.  A Prepared given is returned as it is (or its error raised)."""
+    if isinstance(data, Prepared):
+        if data.error is not None:
+            raise data.error
+        return data
+    from .segment import segment  # (segment.py builds on this module's Ink)
+
+    grey, scale = decode(data)
+    ink = find_ink(grey)
+    kept = {"grey": grey, "scale": scale} if keep_grey else {}
+    if ink.empty:
+        return Prepared(np.zeros((0, 28, 28), np.float32), **kept)
+    if not line:
+        return Prepared(to_mnist(ink)[None], **kept)
+    pieces = segment(ink)
+    digits = np.stack([to_mnist(piece) for piece, _ in pieces]) if pieces else np.zeros((0, 28, 28), np.float32)
+    boxes = tuple(tuple(round(v * scale) for v in box) for _, box in pieces)
+    return Prepared(digits, boxes, **kept)
+
+
 def preprocess(data: bytes) -> np.ndarray | None:
     """Image bytes -> float32 [28, 28] in [0, 1] ready for the model, or None when the image has no ink."""
-    ink = find_ink(decode(data)[0])
-    return None if ink.empty else to_mnist(ink)
+    digits = prepare(data).digits
+    return digits[0] if len(digits) else None
 
 
 def to_png(digit: np.ndarray) -> bytes:

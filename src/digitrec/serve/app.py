@@ -4,8 +4,9 @@ Images arrive as a multipart file, a raw image body, or JSON with base64 data.  
 bounded at every step:
 - the body is read with a deadline and refused (413) as soon as it passes the byte limit;
 - JSON and multipart are parsed in a worker thread, after a cheap upper bound on the number of items;
-- every image is decoded in a sandboxed worker process (`sandbox.DecodePool`: memory limit, deadline, killed
-  when the client hangs up), then analysed and predicted in a thread on a working copy of bounded size;
+- every image is decoded and prepared (ink found, a line cut into digits, each scaled to 28x28) in a sandboxed
+  worker process (`sandbox.DecodePool`: memory limit, deadline, killed when the client hangs up); only the
+  model runs in the server's process, in a thread;
 - past --max-concurrency requests in flight, 503 with Retry-After; headers and idle connections have
   deadlines and open connections a bound (`protocol.GuardedH11Protocol`).
 Every error is JSON `{"error": code, "detail": text}`; the status comes from the error's code (STATUS_BY_CODE).
@@ -26,6 +27,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -37,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import DigitrecError
 from ..memory import FreedMemoryReturner
 from ..predict import NO_INK, Predictor, predict_images, read_images
-from ..preprocess import Decoded
+from ..preprocess import Prepared
 from . import metrics
 from . import model as served_model
 from .sandbox import DEFAULT_DEADLINE_S, DEFAULT_MEMORY_MB, DEFAULT_WORKERS, Cancelled, DecodePool
@@ -47,6 +49,7 @@ MAX_BATCH = 256
 BODY_TIMEOUT_S = 10.0  # a body must arrive within this (slow uploads are cut off: 408)
 REQUEST_BUDGET_S = 2.5  # decoding all of a request's images must fit in this
 IMAGE_TYPES = ("image/", "application/octet-stream")
+NO_DIGITS = np.zeros((0, 28, 28), np.float32)
 STATIC = Path(__file__).parent / "static"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -392,8 +395,6 @@ class ServedPredictor:
         return getattr(self.inner, name)
 
     def probabilities(self, digits):
-        import numpy as np
-
         if not len(digits):
             return self.inner.probabilities(digits)
         out = []
@@ -421,8 +422,9 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     freed_memory = FreedMemoryReturner()  # after a burst of requests, their memory goes back to the OS
     model_sha256 = served_model.file_sha256(predictor.source)
 
-    async def decoded(request: Request, items: list[tuple[str, bytes]]) -> list[tuple[str, Decoded]]:
-        """Decode in the sandbox; stop (and kill the decoders) when the client hangs up."""
+    async def prepared(request: Request, items: list[tuple[str, bytes]], line: bool = False
+                       ) -> list[tuple[str, Prepared]]:
+        """Prepare in the sandbox (sandbox.py); stop (and kill the workers) when the client hangs up."""
         cancel = threading.Event()
         deadline = time.monotonic() + REQUEST_BUDGET_S
 
@@ -431,9 +433,9 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
             for name, data in items:
                 start = time.perf_counter()
                 try:
-                    out.append((name, pool.decode(data, deadline, cancel)))
+                    out.append((name, pool.prepare(data, line, deadline, cancel)))
                 except DigitrecError as e:
-                    out.append((name, Decoded(None, error=e)))
+                    out.append((name, Prepared(NO_DIGITS, error=e)))
                 metrics.DECODE_SECONDS.observe(time.perf_counter() - start)
             return out
 
@@ -574,7 +576,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
               openapi_extra=_image_body(False))
     async def predict(request: Request, include_image: bool = Query(False, description="add the 28x28 (base64 PNG)")):
         """One image -> digit, confidence, the 10 probabilities, `uncertain`, `verdict`."""
-        items = await decoded(request, (await images_from(request, settings.max_bytes, many=False))[:1])
+        items = await prepared(request, (await images_from(request, settings.max_bytes, many=False))[:1])
         (record, probabilities), = await run_in_threadpool(predict_sync, items, include_image)
         error = _record_error(record)
         if error:
@@ -585,7 +587,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     @app.post("/v1/predict/batch", response_model=BatchResult, responses=ERRORS, openapi_extra=_image_body(True))
     async def predict_batch(request: Request):
         """Several images (at most 256) -> one result, or one error, per image."""
-        items = await decoded(request, await images_from(request, settings.max_bytes, many=True))
+        items = await prepared(request, await images_from(request, settings.max_bytes, many=True))
         results = []
         for record, probabilities in await run_in_threadpool(predict_sync, items, False):
             error = _record_error(record)
@@ -600,7 +602,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     @app.post("/v1/read", response_model=ReadResult, responses=ERRORS, openapi_extra=_image_body(False))
     async def read(request: Request):
         """A line of digits -> the string, per-digit confidences and boxes."""
-        items = await decoded(request, (await images_from(request, settings.max_bytes, many=False))[:1])
+        items = await prepared(request, (await images_from(request, settings.max_bytes, many=False))[:1], line=True)
         try:
             record = (await run_in_threadpool(read_images, items, predictor))[0]
         except DigitrecError as e:  # a refusal from the analysis (e.g. too_costly), answered like the others
@@ -613,7 +615,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     if predictor.source.suffix != ".onnx":  # explanations need the PyTorch model (gradients); an ONNX model
         # served on onnxruntime never imports torch
         from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
-        app.include_router(explain_router(predictor, settings.max_bytes, decoded))
+        app.include_router(explain_router(predictor, settings.max_bytes, prepared))
     return app
 
 

@@ -17,22 +17,22 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import DigitrecError
 from ..explain import explain_image, overlay_png
 from ..predict import NO_INK, Predictor
-from ..preprocess import Decoded, decode, find_ink, to_mnist
+from ..preprocess import Prepared, prepare
 from .app import ERRORS, ApiError, _image_body, images_from
 
 
-def explain_router(predictor: Predictor, max_bytes: int, decoded) -> APIRouter:
-    """decoded: the server's sandboxed decoding (app.create_app's `decoded`), as for every other image."""
+def explain_router(predictor: Predictor, max_bytes: int, prepared) -> APIRouter:
+    """prepared: the server's sandboxed preparation (app.create_app's `prepared`), as for every other image."""
     from ..checkpoint import load_model
 
     router = APIRouter()
     network = load_model(predictor.source, "cpu")[0]  # gradients: the PyTorch model, whichever backend predicts
 
-    def explain_sync(image: Decoded):
-        ink = find_ink(decode(image)[0])
-        if ink.empty:
+    def explain_sync(image: Prepared):
+        digits = prepare(image).digits
+        if not len(digits):
             raise DigitrecError(NO_INK, code="no_ink")
-        digit = to_mnist(ink)
+        digit = digits[0]
         with predictor.lock:  # one model call at a time, as for predictions
             return explain_image(network, digit, predictor.meta, "image")
 
@@ -41,7 +41,7 @@ def explain_router(predictor: Predictor, max_bytes: int, decoded) -> APIRouter:
     async def explain(request: Request, format: str = Query("json", pattern="^(json|png)$",
                                                            description="json (maps and overlay) or png (overlay)")):
         """One image -> the attribution overlay (red: raises the digit's score, blue: lowers it)."""
-        items = await decoded(request, (await images_from(request, max_bytes, many=False))[:1])
+        items = await prepared(request, (await images_from(request, max_bytes, many=False))[:1])
         try:
             e = await run_in_threadpool(explain_sync, items[0][1])
         except DigitrecError as err:

@@ -1,13 +1,17 @@
-"""Preloaded by the decoding workers' forkserver: Pillow's plugins and the decoding code are imported, and one
-image decoded, once, so that every forked worker starts warm (first images in milliseconds, not 50 ms)."""
+"""Preloaded by the preparing workers' forkserver (sandbox.py): Pillow's plugins and the preparation code (NumPy,
+SciPy) are imported, and one drawn digit prepared, as a single digit and as a line, once, so that every forked
+worker starts warm (first images in milliseconds, not 50 ms)."""
 
 import io
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from ..preprocess import decode
+from ..preprocess import prepare
 
 Image.init()
+_image = Image.new("L", (64, 48), 255)
+ImageDraw.Draw(_image).line([(20, 8), (40, 8), (28, 40)], fill=0, width=4)  # a 7
 _buffer = io.BytesIO()
-Image.new("L", (8, 8), 255).save(_buffer, "PNG")
-decode(_buffer.getvalue())
+_image.save(_buffer, "PNG")
+prepare(_buffer.getvalue())
+prepare(_buffer.getvalue(), line=True)
