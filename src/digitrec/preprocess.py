@@ -214,8 +214,9 @@ def find_ink(grey: np.ndarray) -> Ink:
     small = ink[::f, ::f]
     window = max(3, max(small.shape) // 3)
     background = ndimage.uniform_filter(ndimage.grey_opening(small, size=window), size=window)
-    background = np.asarray(Image.fromarray(background.astype(np.float32), "F").resize(
-        (w, h), Image.Resampling.BILINEAR))
+    if background.shape != (h, w):
+        background = np.asarray(Image.fromarray(background.astype(np.float32), "F").resize(
+            (w, h), Image.Resampling.BILINEAR))
     flat = np.clip(ink - background, 0, 1)
     smooth = ndimage.gaussian_filter(flat, sigma=max(0.5, min(h, w) / 400))  # pixel noise must not make ink
     nothing = Ink(np.zeros_like(flat), np.zeros(flat.shape, bool))
@@ -234,7 +235,8 @@ def find_ink(grey: np.ndarray) -> Ink:
     if max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) < 0.04 * max(h, w):
         return nothing  # only specks: noise, not a digit
     keep = sizes >= max(0.02 * sizes.max(), 1e-4 * h * w, 2)  # specks much smaller than the strokes go
-    mask = np.concatenate([[False], keep])[labels]
+    if not keep.all():  # (a lookup over every pixel: only when there is something to drop)
+        mask = np.concatenate([[False], keep])[labels]
     if mask.sum() > 0.6 * h * w:  # "ink" everywhere is no digit (a texture, a dark photo)
         return nothing
     strong = np.percentile(flat[mask], 90)
