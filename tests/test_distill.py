@@ -89,6 +89,12 @@ def test_bad_distill_settings_are_one_line_and_exit_2(setting, message, teacher,
     assert not (tmp_path / "run").exists()
 
 
+def test_distill_needs_a_run_folder(teacher, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert "distill needs --out RUN_DIR" in _one_line_exit_2(["distill", str(teacher)], capsys)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_teacher_of_another_data_set_or_no_teacher_is_one_line(teacher, small_data, tmp_path, capsys):
     fashion = _other_model(teacher, tmp_path / "fashion" / "model.safetensors", dataset="fashion-mnist")
     garbage = tmp_path / "garbage.safetensors"

@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     c = command("distill", "train the recipe's model (shippable size) on a teacher's soft targets, e.g. an "
                 "ensemble's: knowledge distillation (Hinton et al. 2015), with the recipe's augmentation",
                 "  digitrec distill runs/best-ensemble --recipe best --out runs/best-distilled\n"
-                "  digitrec distill runs/best-ensemble --out runs/d --set distill_temperature=2 --set distill_weight=0.5\n"
+                "  digitrec distill runs/best-ensemble --out runs/d --set distill_temperature=2 "
+                "--set distill_weight=0.5\n"
                 "  digitrec distill runs/best-ensemble --resume runs/best-distilled   # the same teacher again")
     c.add_argument("teacher", metavar="TEACHER", help="model file or run folder to learn from (e.g. an ensemble)")
     c.add_argument("--recipe", help="best (default), fast or seed: the student's model and training; the "
@@ -369,8 +370,8 @@ def _export_int8(a) -> int:
     return 0
 
 
-COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "distill": _cmd_distill, "ablate": _cmd_ablate, "explain": _cmd_explain,
-            "summary": _cmd_summary, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
+COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "distill": _cmd_distill, "ablate": _cmd_ablate,
+            "explain": _cmd_explain, "summary": _cmd_summary, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
             "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export, "ensemble": _cmd_ensemble,
             "serve": _cmd_serve}
 
