@@ -41,20 +41,20 @@ def _parser() -> argparse.ArgumentParser:
                 "  digitrec train --resume runs/seed-20261128-101500\n"
                 "  torchrun --nproc_per_node=2 -m digitrec train --recipe fast   # several processes")
     c.add_argument("--recipe", help="seed (default), fast or best; see `digitrec recipes`")
-    c.add_argument("--dataset", help="mnist (default) or fashion-mnist")
-    _recipe_options(c)
-    c.add_argument("--seed", type=int, help="random seed (default 0)")
-    c.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda or mps")
-    c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
     c.add_argument("--out", help="run folder (default: runs/<recipe>-<date>-<time>)")
-    c.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run where its last checkpoint ends")
-    c.add_argument("--compile", action="store_true", help="torch.compile the model (mostly useful on CUDA)")
-    c.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="override the recipe's: auto = bf16 autocast where the hardware has bf16 (not for seed)")
-    c.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
-                   help="a progress bar per epoch (bar), per-epoch lines only (lines), or bar on a terminal (auto)")
-    c.add_argument("--tensorboard", action="store_true",
-                   help="write TensorBoard event files into the run folder (pip install 'digitrec[learn]')")
+    _training_options(c)
+
+    c = command("distill", "train the recipe's model (shippable size) on a teacher's soft targets, e.g. an "
+                "ensemble's: knowledge distillation (Hinton et al. 2015), with the recipe's augmentation",
+                "  digitrec distill runs/best-ensemble --recipe best --out runs/best-distilled\n"
+                "  digitrec distill runs/best-ensemble --out runs/d --set distill_temperature=2 "
+                "--set distill_weight=0.5\n"
+                "  digitrec distill runs/best-ensemble --resume runs/best-distilled   # the same teacher again")
+    c.add_argument("teacher", metavar="TEACHER", help="model file or run folder to learn from (e.g. an ensemble)")
+    c.add_argument("--recipe", help="best (default), fast or seed: the student's model and training; the "
+                   "recipe's distill_temperature and distill_weight set the soft targets")
+    c.add_argument("--out", help="run folder (required unless --resume)")
+    _training_options(c)
 
     c = command("ablate", "test the course report's claims: train the seed recipe without conv3, BatchNorm, "
                 "Dropout or the LR schedule, several seeds each, and compare on a validation split",
@@ -169,6 +169,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _training_options(c: argparse.ArgumentParser) -> None:
+    """What `train` and `distill` share."""
+    c.add_argument("--dataset", help="mnist (default) or fashion-mnist")
+    _recipe_options(c)
+    c.add_argument("--seed", type=int, help="random seed (default 0)")
+    c.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda or mps")
+    c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
+    c.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run where its last checkpoint ends")
+    c.add_argument("--compile", action="store_true", help="torch.compile the model (mostly useful on CUDA)")
+    c.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="override the recipe's: auto = bf16 autocast where the hardware has bf16 (not for seed)")
+    c.add_argument("--progress", choices=["auto", "bar", "lines"], default="auto",
+                   help="a progress bar per epoch (bar), per-epoch lines only (lines), or bar on a terminal (auto)")
+    c.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard event files into the run folder (pip install 'digitrec[learn]')")
+
+
 def _recipe_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--epochs", type=int, help="override the recipe's number of epochs")
     c.add_argument("--batch-size", type=int, help="override the recipe's batch size (global: all processes together)")
@@ -197,7 +214,7 @@ def _cmd_fetch(a) -> int:
     return 0
 
 
-def _cmd_train(a) -> int:
+def _cmd_train(a, teacher: str | None = None) -> int:
     from .train import default_run_dir, train
 
     progress = {"auto": None, "bar": True, "lines": False}[a.progress]
@@ -213,7 +230,9 @@ def _cmd_train(a) -> int:
                                 "(start a new run with --out instead)")
         recipe, dataset, out = None, "mnist", a.resume  # train() reads them from the run folder
     else:
-        recipe, dataset = _recipe(a, a.recipe or "seed"), a.dataset or "mnist"
+        recipe, dataset = _recipe(a, a.recipe or ("best" if teacher else "seed")), a.dataset or "mnist"
+        if teacher and not a.out:
+            raise DigitrecError("distill needs --out RUN_DIR (or --resume RUN_DIR)")
         out = a.out or default_run_dir(recipe, dataset)
     board = None
     if a.tensorboard:
@@ -225,11 +244,15 @@ def _cmd_train(a) -> int:
     try:
         train(recipe, dataset=dataset, data_dir=a.data_dir, out=out, seed=a.seed or 0, device=a.device,
               resume=bool(a.resume), compile=a.compile, progress=progress, precision=a.precision,
-              on_epoch=board and board.on_epoch)
+              on_epoch=board and board.on_epoch, teacher=teacher)
     finally:
         if board:
             board.close()
     return 0
+
+
+def _cmd_distill(a) -> int:
+    return _cmd_train(a, teacher=a.teacher)
 
 
 def _cmd_ablate(a) -> int:
@@ -347,8 +370,8 @@ def _export_int8(a) -> int:
     return 0
 
 
-COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "ablate": _cmd_ablate, "explain": _cmd_explain,
-            "summary": _cmd_summary, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
+COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "distill": _cmd_distill, "ablate": _cmd_ablate,
+            "explain": _cmd_explain, "summary": _cmd_summary, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
             "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export, "ensemble": _cmd_ensemble,
             "serve": _cmd_serve}
 

@@ -44,6 +44,8 @@ class ModelMeta:
     seed: int | None = None
     precision: str | None = None  # what training ran in: fp32 or bf16
     data_sha256: dict | None = None  # data file name -> SHA-256
+    # A distilled model's teacher (distill.py): {"file": its file name (no folders), "sha256": of that file}.
+    teacher: dict | None = None
     digitrec_version: str | None = None
     calibration: dict | None = None  # inference.Calibration.to_dict(); read it with Calibration.from_meta
     calibration_validation: dict | None = None  # what the calibration achieved on the validation data

@@ -51,6 +51,8 @@ LIMITS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "augment.elastic": (lambda v: 0 <= v <= 5, "in [0, 5] pixels"),
     "outliers": (lambda v: 0 <= v <= 4, "in [0, 4] non-digits per digit"),
     "outlier_weight": (lambda v: v >= 0, "zero or positive"),
+    "distill_temperature": (lambda v: v > 0, "positive"),
+    "distill_weight": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }
 
 
@@ -102,6 +104,11 @@ class Recipe:
     # probabilities for all ten digits with this weight (Hendrycks et al. 2019 use 0.5).  0: off.
     outliers: float = 0.0
     outlier_weight: float = 0.5
+    # Distillation (distill.py; only with a teacher, `digitrec distill`): the soft targets are the teacher's
+    # softmax at this temperature, and their loss takes this share of the digits' loss (the rest is the usual
+    # cross-entropy on the labels).  Hinton et al. 2015 use a temperature of a few and most weight on soft targets.
+    distill_temperature: float = 4.0
+    distill_weight: float = 0.9
     # auto: bf16 autocast where the hardware has bf16 (inference.resolve_precision), else fp32; fp32; bf16.
     precision: str = "auto"
     # False: the test split is evaluated once, after the last epoch (comparisons that must not peek, e.g. ablate).

@@ -27,6 +27,7 @@ from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint,
 from .calibration import calibrate, expected_calibration_error
 from .data import (Split, batches, data_hashes, dataset_spec, load_split, say, split_validation, to_float,
                    validation_indices)
+from .distill import Teacher, check_resumed, soft_target_loss
 from .errors import DigitrecError
 from .inference import autocast, evaluate_split, predictive_model, resolve_precision, select_device
 from .memory import keep_freed_memory
@@ -90,8 +91,8 @@ def _start_run_dir(out: Path, resume: bool) -> dict | None:
 def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.PathLike = "data",
           out: str | os.PathLike | None = None, seed: int = 0, device: str = "auto", resume: bool = False,
           compile: bool = False, progress: bool | None = None, precision: str | None = None,
-          log: Callable[[str], None] = say,
-          on_epoch: Callable[[dict, nn.Module], None] | None = None) -> RunResult:
+          log: Callable[[str], None] = say, on_epoch: Callable[[dict, nn.Module], None] | None = None,
+          teacher: str | os.PathLike | None = None) -> RunResult:
     """Train `recipe` and evaluate on the test split after each epoch (after the last only, when the recipe
     has test_each_epoch=False).
 
@@ -101,13 +102,17 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     precision: auto | fp32 | bf16, overriding the recipe's (see inference.resolve_precision).
     on_epoch: called in the main process after each epoch (once it is on disk) with the epoch's metrics row
             and the model as it is evaluated, e.g. digitrec.tensorboard's writer.
+    teacher: a model file or run folder to distill from (distill.py): the digits' loss becomes the recipe's
+            mix of cross-entropy on the labels and the teacher's soft targets.  A resumed run needs the same one.
     """
     run_dir = Path(out) if out is not None else None
+    teacher = Teacher.of(teacher) if teacher is not None else None
     if run_dir is not None:
         config = _start_run_dir(run_dir, resume)
         if config:  # a resumed run keeps what it was started with
             if recipe is not None and recipe != Recipe.from_dict(config["recipe"]):
                 raise DigitrecError(f"{run_dir} was started with another recipe; resume it with recipe=None")
+            check_resumed(config.get("teacher"), teacher, run_dir)
             recipe, seed, dataset = Recipe.from_dict(config["recipe"]), config["seed"], config["dataset"]
     elif resume:
         raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
@@ -123,6 +128,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     if recipe.batch_size % world.size:
         raise DigitrecError(f"--batch-size {recipe.batch_size} (global) must divide by the {world.size} processes")
     spec = dataset_spec(dataset)
+    teacher_net = teacher.load(dataset, dev) if teacher is not None else None  # before the data: fail early
     train_split, test_split = load_split(dataset, data_dir, True), load_split(dataset, data_dir, False)
     val_split = None
     if recipe.validation:  # held out of training, for choosing things afterwards; the test set is only reported
@@ -171,6 +177,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
               "device": str(dev), "world_size": world.size, "precision": precision,
               "data_sha256": hashes, "command": sys.argv,
               "versions": {"python": platform.python_version(), "torch": torch.__version__, "digitrec": __version__}}
+    if teacher is not None:
+        config["teacher"] = teacher.to_dict()
     if run_dir is not None and world.is_main and start_epoch == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
@@ -186,7 +194,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     def meta(epoch: int, accuracy: float | None) -> ModelMeta:
         return ModelMeta(architecture=recipe.model, recipe=recipe.to_dict(), dataset=dataset,
                          classes=list(spec.classes), epoch=epoch, test_accuracy=accuracy, seed=seed,
-                         precision=precision, data_sha256=hashes, digitrec_version=__version__)
+                         precision=precision, data_sha256=hashes, teacher=teacher.to_dict() if teacher else None,
+                         digitrec_version=__version__)
 
     for epoch in range(start_epoch, recipe.epochs):
         started = time.perf_counter()
@@ -207,6 +216,11 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
             with autocast(dev, precision):
                 logits = model(images).float()
                 loss = criterion(logits[:len(labels)], labels)
+                if teacher_net is not None:  # the digits only: the teacher has nothing to say on outliers
+                    with torch.no_grad():
+                        soft = teacher_net(images[:len(labels)]).float()
+                    loss = (1 - recipe.distill_weight) * loss + recipe.distill_weight * soft_target_loss(
+                        logits[:len(labels)], soft, recipe.distill_temperature)
                 if outliers is not None:  # cross-entropy to the uniform distribution over the ten digits
                     rest = logits[len(labels):]
                     loss = loss + recipe.outlier_weight * (rest.logsumexp(1) - rest.mean(1)).mean()
