@@ -130,7 +130,7 @@ class DecodePool:
                  deadline_s: float = DEFAULT_DEADLINE_S) -> None:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["digitrec.serve.warm_decoder"])
-        self.memory_bytes, self.deadline_s = memory_mb << 20, deadline_s
+        self.size, self.memory_bytes, self.deadline_s = workers, memory_mb << 20, deadline_s
         self.idle: queue.Queue[_Worker] = queue.Queue()
         self.lock = threading.Lock()
         self.all: set[_Worker] = set()
