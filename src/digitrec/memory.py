@@ -4,6 +4,19 @@ prediction, the server)."""
 from __future__ import annotations
 
 import ctypes
+import threading
+from functools import cache
+
+
+@cache
+def libc() -> ctypes.CDLL | None:
+    """glibc, for its allocator's knobs; None where the C library is another."""
+    try:
+        library = ctypes.CDLL("libc.so.6")
+        library.mallopt, library.malloc_trim  # noqa: B018  (both must exist)
+        return library
+    except (OSError, AttributeError):
+        return None
 
 
 def keep_freed_memory() -> None:
@@ -15,12 +28,9 @@ def keep_freed_memory() -> None:
     what the process happened to free earlier (glibc moves its threshold up after large frees), and the
     shipped model ran 2,500 rather than 3,950 images/s at batch 256.  Costs up to 256 MB of freed memory held
     by the process.  Process-wide and idempotent; a no-op where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MB from the heap
-        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: give memory back only past 256 MB free at the top
-    except (OSError, AttributeError):
-        pass
+    if libc() is not None:
+        libc().mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: serve blocks up to 32 MB from the heap
+        libc().mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: give memory back only past 256 MB free at the top
 
 
 class FreedMemoryReturner:
@@ -28,19 +38,16 @@ class FreedMemoryReturner:
 
     glibc gives each thread that allocates at the same time its own arena, and freed small blocks stay in
     those arenas: measured, eight concurrent `/v1/read` calls of 114 marks each left 8 arenas of 25 MB
-    resident in the server (+208 MB) for good, whatever the mmap and trim thresholds.  malloc_trim(0) returns
-    the free pages of every arena.  It runs in this thread, `delay` seconds after the last `poke()` of a burst
-    (at most once per `delay`), so no request waits for it.  A no-op where the C library is not glibc."""
+    resident in the server (+208 MB) for good, whatever the mmap and trim thresholds (that was while the server
+    analysed images in its own threads; they are now prepared in sandbox.py's workers, but the model calls,
+    JSON and request bodies of concurrent requests still allocate in its threads).  malloc_trim(0) returns
+    the free pages of every arena.  It runs in this thread once `delay` seconds pass without a `poke()` (the
+    end of a burst), so no request waits for it and steady traffic keeps the memory it reuses.  A no-op where
+    the C library is not glibc."""
 
     def __init__(self, delay: float = 0.5) -> None:
-        import threading
-
-        try:
-            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except (OSError, AttributeError):
-            self._trim = None
         self.delay, self.event = delay, threading.Event()
-        if self._trim is not None:
+        if libc() is not None:
             threading.Thread(target=self._run, name="digitrec-memory", daemon=True).start()
 
     def poke(self) -> None:
@@ -48,10 +55,9 @@ class FreedMemoryReturner:
         self.event.set()
 
     def _run(self) -> None:
-        import time
-
         while True:
             self.event.wait()
-            time.sleep(self.delay)
             self.event.clear()
-            self._trim(0)
+            while self.event.wait(self.delay):  # a burst is over when `delay` passes without a poke
+                self.event.clear()
+            libc().malloc_trim(0)

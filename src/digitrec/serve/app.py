@@ -51,6 +51,7 @@ BODY_TIMEOUT_S = 10.0  # a body must arrive within this (slow uploads are cut of
 REQUEST_BUDGET_S = 2.5  # decoding all of a request's images must fit in this
 IMAGE_TYPES = ("image/", "application/octet-stream")
 NO_DIGITS = np.zeros((0, 28, 28), np.float32)
+NO_DIGITS.flags.writeable = False  # one array for every failed image
 STATIC = Path(__file__).parent / "static"
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 

@@ -36,6 +36,8 @@ DEFAULT_MEMORY_MB = 224  # per worker, above its baseline: 2 workers keep the se
 DEFAULT_DEADLINE_S = 1.5  # per image: every answer within a few seconds
 QUEUE_WAIT_S = 2.0  # waiting for a free worker longer than this is 503
 STARTUP_S = 60.0  # a worker not ready after this is a broken installation
+MAX_DIGITS = 1024  # 28x28 inputs one image may give (a line of more marks than this is refused)
+WORKER_CODES = {"invalid_image", "unsupported_format", "too_large", "too_costly", "no_ink"}  # what a worker may say
 
 
 class Cancelled(Exception):
@@ -54,15 +56,12 @@ def _vm_bytes() -> int:
 
 def _worker(conn, memory_bytes: int) -> None:
     """Prepare images until the connection closes; retire when memory stays high after an image."""
-    import ctypes
     import resource
 
+    from ..memory import libc
     from ..preprocess import prepare
 
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        trim = lambda _: None  # noqa: E731
+    trim = libc().malloc_trim if libc() is not None else (lambda _: None)
     resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + memory_bytes, resource.RLIM_INFINITY))
     baseline = _rss_bytes()
     try:
@@ -78,6 +77,8 @@ def _worker(conn, memory_bytes: int) -> None:
         digits = b""
         try:
             prepared = prepare(data, line=line)
+            if len(prepared.digits) > MAX_DIGITS:
+                raise DigitrecError(f"image too costly to read (over {MAX_DIGITS} marks)", code="too_costly")
             digits = prepared.digits.astype(np.float32).tobytes()
             header = {"count": len(prepared.digits), "boxes": prepared.boxes}
             del prepared
@@ -97,6 +98,26 @@ def _worker(conn, memory_bytes: int) -> None:
             return
         if header["retire"]:
             return
+
+
+def _answer(header: dict, digits: bytes, line: bool) -> Prepared:
+    """A worker's answer, checked, not trusted (the worker has parsed attacker data): a Prepared, or the
+    worker's refusal as a DigitrecError; anything malformed is an invalid image."""
+    malformed = DigitrecError("cannot decode image: its preparation failed", code="invalid_image")
+    if "error" in header:
+        if header.get("code") in WORKER_CODES and isinstance(header["error"], str):
+            raise DigitrecError(header["error"][:500], code=header["code"])
+        raise malformed
+    count, boxes = header.get("count"), header.get("boxes")
+    if type(count) is not int or not 0 <= count <= MAX_DIGITS or len(digits) != count * 28 * 28 * 4:
+        raise malformed
+    if not isinstance(boxes, list) or len(boxes) != (count if line else 0) or not all(
+            isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box) for box in boxes):
+        raise malformed
+    array = np.frombuffer(digits, np.float32).reshape(count, 28, 28).copy()
+    if not (np.isfinite(array).all() and (array >= 0).all() and (array <= 1).all()) or (not line and count > 1):
+        raise malformed
+    return Prepared(array, tuple(tuple(box) for box in boxes))
 
 
 class _Worker:
@@ -132,12 +153,16 @@ class DecodePool:
         self.context.set_forkserver_preload(["digitrec.serve.warm_decoder"])
         self.size, self.memory_bytes, self.deadline_s = workers, memory_mb << 20, deadline_s
         self.idle: queue.Queue[_Worker] = queue.Queue()
-        self.lock = threading.Lock()
+        self.lock, self.refilling = threading.Lock(), threading.Lock()
         self.all: set[_Worker] = set()
         self.replaced = 0  # workers killed or retired and started again
         self.on_replace = lambda: None  # the server counts replacements in its metrics
-        for _ in range(workers):
-            self._add()
+        try:
+            for _ in range(workers):
+                self._add()
+        except BaseException:
+            self.close()
+            raise
 
     def _add(self) -> None:
         worker = _Worker(self.context, self.memory_bytes)
@@ -151,52 +176,72 @@ class DecodePool:
             self.all.discard(worker)
             self.replaced += 1
         self.on_replace()
-        self._add()
+        self._refill()
+
+    def _refill(self) -> None:
+        """Start workers until there are `size` again.  One that fails to start is tried again with the next
+        image (and that image is answered 503 meanwhile), so a passing failure never shrinks the pool for good."""
+        if len(self.all) >= self.size or not self.refilling.acquire(blocking=False):
+            return
+        try:
+            while len(self.all) < self.size:
+                self._add()
+        except DigitrecError:
+            pass
+        finally:
+            self.refilling.release()
 
     def prepare(self, data: bytes, line: bool = False, deadline: float | None = None,
                 cancel: threading.Event | None = None) -> Prepared:
         """`deadline` (time.monotonic()) bounds the whole request; each image also gets deadline_s."""
         now = time.monotonic()
         limit = now + self.deadline_s if deadline is None else min(deadline, now + self.deadline_s)
+        self._refill()
+        self._check(cancel, limit)  # a batch's leftover images after a cancel or its budget: no worker touched
         try:
             worker = self.idle.get(timeout=max(0.0, min(QUEUE_WAIT_S, limit - now)))
         except queue.Empty:
             raise DigitrecError("the server is busy decoding other images; try again", code="unavailable") from None
-        if not worker.process.is_alive():
+        try:
+            self._check(cancel, limit)
+        except BaseException:
+            self.idle.put(worker)
+            raise
+        if not worker.process.is_alive():  # died while idle (e.g. the kernel's OOM killer): a fresh one serves
             self._replace(worker)
-            worker = self.idle.get()
+            try:
+                worker = self.idle.get(timeout=max(0.0, min(QUEUE_WAIT_S, limit - time.monotonic())))
+            except queue.Empty:
+                raise DigitrecError("the server is busy decoding other images; try again", code="unavailable") from None
         healthy = False
         try:
             worker.conn.send_bytes(json.dumps({"line": line}).encode())
             worker.conn.send_bytes(data)
-            while not worker.conn.poll(0.02):
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled()
-                if time.monotonic() > limit:
-                    raise DigitrecError(f"image too costly to decode (over {self.deadline_s:g} s)", code="too_costly")
-            header = json.loads(worker.conn.recv_bytes(1 << 20))
-            digits = worker.conn.recv_bytes()
-            healthy = not header["retire"]
+            for message in range(2):  # the header, then the digits: each within the deadline
+                while not worker.conn.poll(0.02):
+                    self._check(cancel, limit)
+                if message == 0:
+                    header = json.loads(worker.conn.recv_bytes(1 << 16))
+                else:
+                    digits = worker.conn.recv_bytes(MAX_DIGITS * 28 * 28 * 4)
+            healthy = header.get("retire") is False
         except (EOFError, OSError):  # the worker died: its memory limit hit it somewhere Python could not catch
             raise DigitrecError("image too costly to decode (the decoder ran out of its budget)",
                                 code="too_costly") from None
-        except (ValueError, KeyError, TypeError):  # not the answer a worker gives: it goes, the image is refused
+        except (ValueError, AttributeError, RecursionError):  # not an answer a worker gives: it goes
             raise DigitrecError("cannot decode image: its preparation failed", code="invalid_image") from None
         finally:
             if healthy:
                 self.idle.put(worker)
             else:
                 self._replace(worker)
-        if "error" in header:
-            raise DigitrecError(header["error"], code=header["code"])
-        try:  # checked, not trusted: the worker has parsed attacker data
-            boxes = tuple(tuple(int(v) for v in box) for box in header["boxes"])
-            prepared = Prepared(np.frombuffer(digits, np.float32).reshape(int(header["count"]), 28, 28).copy(), boxes)
-        except (KeyError, TypeError, ValueError):
-            raise DigitrecError("cannot decode image: its preparation failed", code="invalid_image") from None
-        if boxes and len(boxes) != len(prepared.digits) or any(len(box) != 4 for box in boxes):
-            raise DigitrecError("cannot decode image: its preparation failed", code="invalid_image")
-        return prepared
+        return _answer(header, digits, line)
+
+    def _check(self, cancel: threading.Event | None, limit: float) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        if time.monotonic() > limit:
+            raise DigitrecError(f"image too costly to decode (over {self.deadline_s:g} s)", code="too_costly")
 
     def pids(self) -> list[int]:
         with self.lock:
