@@ -68,6 +68,7 @@ bench-infer: install-test data
 
 bench-serve: install-test data
 	$(BIN)/python -m benchmarks.serve --data-dir $(DATA) --clients 16 --requests 200
+	$(BIN)/python -m benchmarks.prepare --data-dir $(DATA)
 
 # The attacker's probes of issue 11 against a server with default flags (time, memory, /healthz, 5xx).
 bench-abuse: install-test

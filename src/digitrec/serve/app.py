@@ -440,7 +440,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
                 metrics.DECODE_SECONDS.observe(time.perf_counter() - start)
 
         def work():
-            if len(items) == 1:
+            if len(items) == 1:  # the common case: no threads to start
                 return [(items[0][0], one(items[0][1]))]
             # A batch's images go to every worker at once: they share one time budget (REQUEST_BUDGET_S).
             with ThreadPoolExecutor(pool.size) as threads:

@@ -22,7 +22,8 @@ REQUEST_SECONDS = Histogram("digitrec_http_request_duration_seconds", "HTTP requ
                             ["method", "route", "status"], buckets=LATENCY)
 IN_FLIGHT = Gauge("digitrec_http_requests_in_flight", "HTTP requests being served.", multiprocess_mode="livesum")
 REJECTED = Counter("digitrec_http_requests_rejected_total", "Requests refused with 503 past --max-concurrency.")
-DECODE_SECONDS = Histogram("digitrec_decode_seconds", "Decoding one image in a worker process.", buckets=LATENCY)
+DECODE_SECONDS = Histogram("digitrec_decode_seconds", "Preparing one image (decode, ink, 28x28) in a worker process.",
+                           buckets=LATENCY)
 DECODERS_REPLACED = Counter("digitrec_decode_workers_replaced_total",
                             "Decoding processes killed (deadline, memory, client gone) or retired, and restarted.")
 INFERENCE_SECONDS = Histogram("digitrec_inference_seconds", "One model call.", buckets=LATENCY)

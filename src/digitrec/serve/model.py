@@ -34,6 +34,7 @@ def cache_dir() -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    # Not data.sha256_file: that module imports PyTorch, which a server of an .onnx model never loads.
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -100,6 +100,10 @@ def _worker(conn, memory_bytes: int) -> None:
             return
 
 
+def _busy() -> DigitrecError:
+    return DigitrecError("the server is busy preparing other images; try again", code="unavailable")
+
+
 def _answer(header: dict, digits: bytes, line: bool) -> Prepared:
     """A worker's answer, checked, not trusted (the worker has parsed attacker data): a Prepared, or the
     worker's refusal as a DigitrecError; anything malformed is an invalid image."""
@@ -144,8 +148,8 @@ class _Worker:
 
 class DecodePool:
     """N preparing processes.  `prepare(data, line, deadline, cancel)` blocks (run it in a thread) and returns a
-    `preprocess.Prepared`, or raises DigitrecError (too_costly past the deadline or the memory budget, unavailable when
-    no worker frees up in time) or Cancelled."""
+    `preprocess.Prepared`, or raises DigitrecError (too_costly past the deadline or the memory budget,
+    unavailable when no worker frees up in time) or Cancelled."""
 
     def __init__(self, workers: int = DEFAULT_WORKERS, memory_mb: int = DEFAULT_MEMORY_MB,
                  deadline_s: float = DEFAULT_DEADLINE_S) -> None:
@@ -201,7 +205,7 @@ class DecodePool:
         try:
             worker = self.idle.get(timeout=max(0.0, min(QUEUE_WAIT_S, limit - now)))
         except queue.Empty:
-            raise DigitrecError("the server is busy decoding other images; try again", code="unavailable") from None
+            raise _busy() from None
         try:
             self._check(cancel, limit)
         except BaseException:
@@ -212,7 +216,7 @@ class DecodePool:
             try:
                 worker = self.idle.get(timeout=max(0.0, min(QUEUE_WAIT_S, limit - time.monotonic())))
             except queue.Empty:
-                raise DigitrecError("the server is busy decoding other images; try again", code="unavailable") from None
+                raise _busy() from None
         healthy = False
         try:
             worker.conn.send_bytes(json.dumps({"line": line}).encode())
