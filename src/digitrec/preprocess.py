@@ -14,9 +14,9 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from .errors import DigitrecError
 
@@ -32,6 +32,7 @@ WORK_SIDE = 2048  # ... and to at most this side (a 1 x 40,000,000 strip is no l
 MIN_CONTRAST = 0.12  # ink must differ from the background by this much (of the 0-1 grey range)
 TARGET_STROKE = 2.4  # MNIST strokes are about this wide (px) in the 20 px box
 TOO_LARGE = "image too large"  # how every size refusal begins (for people; programs read the error code)
+CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # the 4-neighbour structuring element
 ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                 8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transpose that undoes it
@@ -174,14 +175,10 @@ def _to_grey(image: Image.Image) -> Image.Image:
     return image.convert("RGB").convert("L") if image.mode not in ("RGB", "1", "P") else image.convert("L")
 
 
-def histogram(values: np.ndarray, bins: int = 256) -> np.ndarray:
-    """Counts of `values` (in [0, 1]) in `bins` equal bins."""
-    return np.bincount(np.clip((values.ravel() * bins).astype(np.int32), 0, bins - 1), minlength=bins)
-
-
-def otsu(values: np.ndarray, bins: int = 256, hist: np.ndarray | None = None) -> float:
-    """The threshold that best splits `values` (in [0, 1]) into two classes."""
-    hist = (histogram(values, bins) if hist is None else hist).astype(np.float64)
+def otsu(hist: np.ndarray) -> float:
+    """The threshold that best splits values in [0, 1], given as their histogram of equal bins, in two classes."""
+    hist = hist.astype(np.float64)
+    bins = len(hist)
     edges = np.linspace(0.0, 1.0, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
     w0 = np.cumsum(hist)
@@ -192,72 +189,85 @@ def otsu(values: np.ndarray, bins: int = 256, hist: np.ndarray | None = None) ->
     return float(edges[np.argmax(between) + 1])
 
 
-def _grow(mask: np.ndarray) -> np.ndarray:
-    """Binary dilation by one pixel (4-neighbours), by shifted ORs: far cheaper than the general filter."""
-    out = mask.copy()
-    out[1:] |= mask[:-1]
-    out[:-1] |= mask[1:]
-    out[:, 1:] |= mask[:, :-1]
-    out[:, :-1] |= mask[:, 1:]
-    return out
+def percentile(values: np.ndarray, q: float) -> float:
+    """np.percentile(values, q) (linear), by partition: the same number at a third of the cost on small arrays."""
+    v = values.ravel()
+    k = (len(v) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(v) - 1)
+    part = np.partition(v, (lo, hi))
+    return float(part[lo] + (part[hi] - part[lo]) * (k - lo))
 
 
 def find_ink(grey: np.ndarray) -> Ink:
-    """Grey image -> white-on-black ink, background flattened, specks removed."""
+    """Grey image -> white-on-black ink, background flattened, specks removed.
+
+    OpenCV does the filtering and the labelling: the same operations as scipy.ndimage (reflected borders,
+    8-connected components) at a fraction of the cost on these small images (a 446x336 page: 2.3 -> 1.0 ms)."""
     h, w = grey.shape
     border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
     # Ink is the minority: if the border (background) is lighter than the image on average, ink is dark.
-    ink = 1.0 - grey if np.median(border) > grey.mean() else grey.copy()
+    ink = 1.0 - grey if percentile(border, 50) > grey.mean() else grey.copy()
     # Uneven lighting: take away a smooth background.  A grey opening wider than any stroke removes the
     # (bright) ink and keeps the paper; it runs on a small copy, then is smoothed and scaled back up.
     f = max(1, max(h, w) // 96)
-    small = ink[::f, ::f]
+    small = np.ascontiguousarray(ink[::f, ::f])
     window = max(3, max(small.shape) // 3)
-    background = ndimage.uniform_filter(ndimage.grey_opening(small, size=window), size=window)
+    opened = cv2.morphologyEx(small, cv2.MORPH_OPEN, np.ones((window, window), np.uint8),
+                              borderType=cv2.BORDER_REFLECT)
+    background = cv2.blur(opened, (window, window), borderType=cv2.BORDER_REFLECT)
     if background.shape != (h, w):
-        background = np.asarray(Image.fromarray(background.astype(np.float32), "F").resize(
-            (w, h), Image.Resampling.BILINEAR))
+        background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
     flat = np.clip(ink - background, 0, 1)
-    smooth = ndimage.gaussian_filter(flat, sigma=max(0.5, min(h, w) / 400))  # pixel noise must not make ink
+    # Pixel noise must not make ink.
+    smooth = cv2.GaussianBlur(flat, (0, 0), max(0.5, min(h, w) / 400), borderType=cv2.BORDER_REFLECT)
     nothing = Ink(np.zeros_like(flat), np.zeros(flat.shape, bool))
-    hist = histogram(smooth)  # one histogram gives the median (to the bin) and Otsu's threshold
+    # One histogram (256 bins: floor(256 v), 1.0 in the last) gives the median (to the bin) and Otsu's threshold.
+    # Most pixels are flattened paper in bin 0; counting them apart is 3x faster than one bincount, whose
+    # increments of one same counter wait on each other.
+    levels = cv2.convertScaleAbs(smooth, alpha=256, beta=-0.5)
+    hist = np.bincount(levels[levels > 0], minlength=256)
+    hist[0] = levels.size - hist[1:].sum()
     median = (np.searchsorted(np.cumsum(hist), smooth.size / 2) + 0.5) / len(hist)
     if smooth.max() - median < MIN_CONTRAST:
         return nothing
-    threshold = max(otsu(smooth, hist=hist), MIN_CONTRAST / 2)
+    threshold = max(otsu(hist), MIN_CONTRAST / 2)
     mask = smooth > threshold
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3)))
-    if not n:
+    # 16-bit labels when they fit (3x faster than 32-bit here): 8-connected components need gaps between them,
+    # so an image has at most about a quarter of its pixels as components.
+    label_type = cv2.CV_16U if h * w < 4 * (1 << 16) - 4 * (h + w) else cv2.CV_32S
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), None, None, None, 8, label_type)
+    if n <= 1:
         return nothing
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    biggest = labels == int(np.argmax(sizes)) + 1  # (a comparison: 1/5 of find_objects' time on a page)
-    rows, cols = np.flatnonzero(biggest.any(1)), np.flatnonzero(biggest.any(0))
-    if max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) < 0.04 * max(h, w):
+    sizes = stats[1:, cv2.CC_STAT_AREA]
+    biggest = stats[1 + int(np.argmax(sizes))]
+    if max(biggest[cv2.CC_STAT_WIDTH], biggest[cv2.CC_STAT_HEIGHT]) < 0.04 * max(h, w):
         return nothing  # only specks: noise, not a digit
     keep = sizes >= max(0.02 * sizes.max(), 1e-4 * h * w, 2)  # specks much smaller than the strokes go
     if not keep.all():  # (a lookup over every pixel: only when there is something to drop)
         mask = np.concatenate([[False], keep])[labels]
-    if mask.sum() > 0.6 * h * w:  # "ink" everywhere is no digit (a texture, a dark photo)
+    if sizes[keep].sum() > 0.6 * h * w:  # "ink" everywhere is no digit (a texture, a dark photo)
         return nothing
-    strong = np.percentile(flat[mask], 90)
+    strong = percentile(flat[mask], 90)
     # Grey levels are kept (anti-aliased edges), scaled so the stroke core is 1; only near kept ink.
-    near = _grow(mask)
+    near = cv2.dilate(mask.view(np.uint8), CROSS).view(bool)
     values = np.where(near, np.clip((flat - threshold / 2) / max(strong - threshold / 2, 1e-6), 0, 1), 0)
     return Ink(values.astype(np.float32), mask)
 
 
 def stroke_width(mask: np.ndarray) -> float:
     """Mean stroke width in pixels: twice the ink area over its outline length."""
-    area = mask.sum()
-    outline = area - ndimage.binary_erosion(mask).sum()
-    return float(2 * area / max(outline, 1))
+    area = np.count_nonzero(mask)
+    # (erosion by the 4-neighbour cross; outside the image counts as background, as in scipy's binary_erosion)
+    inner = cv2.erode(mask.view(np.uint8), CROSS, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    return float(2 * area / max(area - np.count_nonzero(inner), 1))
 
 
 def to_mnist(ink: Ink) -> np.ndarray:
     """Ink of one digit -> float32 [28, 28] as MNIST: 20 px box, centre of mass at the centre."""
-    ys, xs = np.nonzero(ink.mask)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    values, mask = ink.values[y0:y1, x0:x1], ink.mask[y0:y1, x0:x1]
+    x0, y0, bw, bh = cv2.boundingRect(np.ascontiguousarray(ink.mask).view(np.uint8))  # of the non-zero pixels
+    y1, x1 = y0 + bh, x0 + bw
+    values, mask = ink.values[y0:y1, x0:x1], np.ascontiguousarray(ink.mask[y0:y1, x0:x1])
     scale = 20.0 / max(y1 - y0, x1 - x0)
     # Thin pen strokes in a big image vanish when shrunk: thicken them to MNIST's width first.
     wanted = TARGET_STROKE / scale
@@ -265,7 +275,8 @@ def to_mnist(ink: Ink) -> np.ndarray:
     if width < 0.7 * wanted:
         grow = int(round((wanted - width) / 2))
         pad = grow + 1
-        values = ndimage.grey_dilation(np.pad(values, pad), size=(2 * grow + 1, 2 * grow + 1))
+        values = cv2.dilate(np.pad(values, pad), np.ones((2 * grow + 1, 2 * grow + 1), np.uint8),
+                            borderType=cv2.BORDER_REFLECT)
     box = Image.fromarray((values * 255).astype(np.uint8))
     s = 20 / max(box.size)  # longest side to 20 px, up or down, aspect kept
     box = box.resize((max(1, round(box.width * s)), max(1, round(box.height * s))), Image.Resampling.LANCZOS)
@@ -273,7 +284,12 @@ def to_mnist(ink: Ink) -> np.ndarray:
     if digit.max() > 0:
         digit /= digit.max()
     out = np.zeros((28, 28), np.float32)
-    cy, cx = ndimage.center_of_mass(digit) if digit.sum() > 0 else (digit.shape[0] / 2, digit.shape[1] / 2)
+    total = digit.sum()
+    if total > 0:  # centre of mass
+        cy = float(digit.sum(1) @ np.arange(digit.shape[0])) / total
+        cx = float(digit.sum(0) @ np.arange(digit.shape[1])) / total
+    else:
+        cy, cx = digit.shape[0] / 2, digit.shape[1] / 2
     top = int(np.clip(round(14 - cy), 0, 28 - digit.shape[0]))
     left = int(np.clip(round(14 - cx), 0, 28 - digit.shape[1]))
     out[top:top + digit.shape[0], left:left + digit.shape[1]] = digit
