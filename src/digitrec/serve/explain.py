@@ -12,7 +12,6 @@ import base64
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from ..errors import DigitrecError
 from ..explain import explain_image, overlay_png
@@ -41,9 +40,9 @@ def explain_router(predictor: Predictor, max_bytes: int, prepared) -> APIRouter:
     async def explain(request: Request, format: str = Query("json", pattern="^(json|png)$",
                                                            description="json (maps and overlay) or png (overlay)")):
         """One image -> the attribution overlay (red: raises the digit's score, blue: lowers it)."""
-        items = await prepared(request, (await images_from(request, max_bytes, many=False))[:1])
         try:
-            e = await run_in_threadpool(explain_sync, items[0][1])
+            e = await prepared(request, (await images_from(request, max_bytes, many=False))[:1],
+                               then=lambda items: explain_sync(items[0][1]))
         except DigitrecError as err:
             raise ApiError(err.code, str(err)) from None  # the status from the code, as everywhere
         png = overlay_png(e)

@@ -18,7 +18,10 @@ HEADER_TIMEOUT_S = 10.0
 MAX_CONNECTIONS = 512
 
 
-class GuardedH11Protocol(H11Protocol):
+class _Guard:
+    """The two limits, for either of uvicorn's HTTP/1.1 protocols (both keep `cycle`, `connections`, `transport`,
+    `loop` and call on_response_complete after each response)."""
+
     header_timeout_s = HEADER_TIMEOUT_S
     max_connections = MAX_CONNECTIONS
 
@@ -55,3 +58,21 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport is None:  # closed in connection_made: uvicorn's state was never set up
             return
         super().connection_lost(exc)
+
+
+class GuardedH11Protocol(_Guard, H11Protocol):
+    """On h11 (pure Python): where httptools is not installed."""
+
+
+try:  # (at module level: uvicorn pickles the protocol class for its --workers processes)
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol):
+        """On httptools' C parser: a request costs the server about 0.3 ms less CPU than on h11."""
+except ImportError:  # httptools is not installed
+    GuardedHttpToolsProtocol = None
+
+
+def guarded_protocol() -> type:
+    """The guarded protocol on httptools when it is installed (as uvicorn itself prefers), on h11 otherwise."""
+    return GuardedHttpToolsProtocol or GuardedH11Protocol
