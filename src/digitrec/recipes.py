@@ -21,7 +21,7 @@ from .errors import DigitrecError
 
 # The names the choice fields accept.  They are written out here because recipes sit a floor below the
 # modules that own the tables (models.py, train.py); tests/test_recipes.py checks they match those tables.
-MODEL_NAMES = ("seed", "fast", "wide", "seed-no-conv3", "seed-no-bn", "seed-no-dropout")  # models.MODELS
+MODEL_NAMES = ("seed", "fast", "wide", "wide-k5", "seed-no-conv3", "seed-no-bn", "seed-no-dropout")  # models.MODELS
 OPTIMIZER_NAMES = ("adam", "adamw", "sgd")  # train.OPTIMIZERS
 SCHEDULE_NAMES = ("step", "onecycle", "constant")  # train.SCHEDULES
 CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_NAMES, "optimizer": OPTIMIZER_NAMES, "schedule": SCHEDULE_NAMES,
