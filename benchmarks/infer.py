@@ -25,7 +25,7 @@ from PIL import Image
 from digitrec.checkpoint import load_model
 from digitrec.data import load_split
 from digitrec.export import export, quantize_int8
-from digitrec.inference import OnnxBackend, predictive_model
+from digitrec.inference import OnnxBackend, TorchBackend, bf16_in_hardware, predictive_model
 from digitrec.predict import default_model_path
 
 from .common import machine
@@ -56,6 +56,7 @@ def main():
         print(f"int8 accuracy on the test set: {quantized['int8_accuracy']:.2f}% "
               f"(float {quantized['float_accuracy']:.2f}%)")
         torch_fn = lambda x: model(torch.from_numpy(x))
+        bf16 = TorchBackend(args.model, precision="bf16") if bf16_in_hardware(torch.device("cpu")) else None
         shifts = "with its test-time shifts" if meta.uses_tta else "no test-time shifts"
         print(f"| model `{meta.architecture}` ({shifts}), images/s | threads | batch 1 | batch 256 |\n"
               "|---|---|---|---|")
@@ -64,6 +65,7 @@ def main():
             for threads in (1, default_threads):  # the runs alternate, so a change in load hits all alike
                 torch.set_num_threads(threads)
                 for name, fn in (("PyTorch eager", torch_fn),
+                                 *((("PyTorch eager bf16 (predict's auto here)", bf16.logits),) if bf16 else ()),
                                  ("onnxruntime float", OnnxBackend(onnx_path, threads=threads).logits),
                                  ("onnxruntime int8", OnnxBackend(int8_path, threads=threads).logits)):
                     one = rate(fn, np.random.rand(1, 1, 28, 28).astype(np.float32))
@@ -77,7 +79,8 @@ def main():
         for i in range(args.images):
             Image.fromarray(test.images[i % len(test)].numpy()).save(folder / f"{i:05d}.png")
         labels = test.labels[np.arange(args.images) % len(test)].tolist()
-        for name, model_args in (("shipped model, PyTorch", ["--model", args.model]),
+        for name, model_args in (("shipped model, PyTorch, --precision auto", ["--model", args.model]),
+                                 ("shipped model, PyTorch, fp32", ["--model", args.model, "--precision", "fp32"]),
                                  ("float ONNX, onnxruntime", ["--model", str(onnx_path), "--backend", "onnxruntime"]),
                                  ("int8 ONNX, onnxruntime", ["--model", str(int8_path), "--backend", "onnxruntime"])):
             start = time.perf_counter()

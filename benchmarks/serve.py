@@ -4,6 +4,12 @@ Two runs: one client sending REQUESTS predictions one after another, then CLIENT
 image is a 446x336 PNG photo-like page (an MNIST test digit drawn on paper) or, with --mnist, 28x28 MNIST PNGs.
 Prints errors, throughput, p50/p99 latency and the server's memory (with its decoding processes).
 
+Two load generators, both on the same 2 cores as the server: this script's own asyncio httpx clients (50
+different pages; Python, about 1.5 ms of CPU a request of their own), and, when it is installed (Debian's `hey`,
+`make bench-serve` installs it as root), `hey`, a compiled load generator as people measure servers with (one
+page, the first, sent again and again).  Both are printed; the lean one leaves the server the CPU that the
+Python clients take.
+
     python -m benchmarks.serve --data-dir data --clients 16 --requests 200
 
 A/B on a shared machine: --variant NAME='SERVE OPTIONS' (repeatable) runs each variant in turn, --rounds times,
@@ -18,6 +24,7 @@ import asyncio
 import io
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -62,6 +69,25 @@ async def client(url: str, images: list[bytes], n: int, offset: int, latencies: 
             except httpx.HTTPError as e:
                 errors.append(type(e).__name__)
             latencies.append(time.perf_counter() - start)
+
+
+def hey(url: str, image: bytes, clients: int, requests: int) -> tuple[int, int, float, float, float]:
+    """(sent, errors, requests/s, p50 s, p99 s) of `hey` POSTing `image` to /v1/predict."""
+    import csv
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".png") as body:
+        body.write(image)
+        body.flush()
+        out = subprocess.run(["hey", "-n", str(requests), "-c", str(clients), "-m", "POST", "-T", "image/png",
+                              "-D", body.name, "-o", "csv", f"{url}/v1/predict"],
+                             capture_output=True, text=True, timeout=600).stdout
+    rows = list(csv.DictReader(io.StringIO(out)))
+    ok = [r for r in rows if r["status-code"] == "200"]
+    latencies = [float(r["response-time"]) for r in ok]
+    seconds = max((float(r["offset"]) + float(r["response-time"]) for r in rows), default=1e-9)
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
+    return len(rows), requests - len(ok), len(rows) / seconds, q[49], q[98]
 
 
 def main():
@@ -125,10 +151,18 @@ def run(args, images: list[bytes], server_args: list[str]) -> None:
             seconds = time.perf_counter() - start
             after = tree_rss_mb(server.pid)
             q = statistics.quantiles(latencies, n=100)
-            print(f"{clients} client(s) x {args.requests} requests, {kind} ({backend}): {len(latencies)} sent, "
+            print(f"httpx, {clients} client(s) x {args.requests} requests, {kind} ({backend}): {len(latencies)} sent, "
                   f"{len(errors)} errors {sorted(set(map(str, errors)))[:5]}, {len(latencies) / seconds:.0f} requests/s, "
                   f"p50 {1000 * q[49]:.1f} ms, p99 {1000 * q[98]:.1f} ms, server memory {before:.0f} -> {after:.0f} MB",
                   flush=True)
+        if shutil.which("hey"):
+            for clients in (1, args.clients):
+                sent, failed, rate, p50, p99 = hey(url, images[0], clients, clients * args.requests)
+                print(f"hey, {clients} client(s) x {args.requests} requests, one {kind[:-1]} ({backend}): {sent} sent, "
+                      f"{failed} errors, {rate:.0f} requests/s, p50 {1000 * p50:.1f} ms, p99 {1000 * p99:.1f} ms",
+                      flush=True)
+        else:
+            print("hey is not installed (Debian: apt-get install hey): its figures are left out", flush=True)
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from digitrec.errors import DigitrecError
-from digitrec.inference import bf16_in_hardware, resolve_precision
+from digitrec.inference import bf16_in_hardware, inference_precision, resolve_precision
 from digitrec.recipes import RECIPES
 from digitrec.train import train
 
@@ -41,3 +41,43 @@ def test_fp32_and_bf16_both_train_and_evaluate(small_data, tmp_path):
     # Same seed, same data: the two runs differ only by rounding, so they learn about as well.
     assert results["fp32"].test_accuracy > 85 and abs(results["fp32"].test_accuracy - results["bf16"].test_accuracy) < 4
     assert not torch.equal(results["fp32"].model.out.weight, results["bf16"].model.out.weight)
+
+
+def test_a_model_predicts_in_bf16_under_auto_only_if_it_was_trained_in_bf16_and_the_hardware_has_it(monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert inference_precision("auto", CPU, "bf16") == "bf16"
+    assert inference_precision("auto", CPU, "fp32") == "fp32"  # a seed model's math stays exact
+    assert inference_precision("auto", CPU, None) == "fp32"  # (models from before precision was recorded)
+    assert inference_precision("fp32", CPU, "bf16") == "fp32"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert inference_precision("auto", CPU, "bf16") == "fp32"
+    with pytest.raises(DigitrecError, match="no bf16 in hardware"):
+        inference_precision("bf16", CPU, "bf16")
+
+
+@pytest.mark.mnist
+@pytest.mark.skipif(not bf16_in_hardware(CPU), reason="this CPU has no bf16 in hardware")
+def test_the_shipped_model_predicts_the_same_digits_and_verdicts_in_bf16(mnist_dir):
+    """What `predict --precision auto` does on this CPU, checked against fp32 on 2,000 MNIST test digits."""
+    import numpy as np
+
+    from digitrec.data import load_split, to_float
+    from digitrec.predict import Predictor
+
+    test = load_split("mnist", mnist_dir, train=False)
+    digits = list(to_float(test.images[:2000]).numpy()[:, 0])  # [28, 28] each
+    fp32, bf16 = Predictor(precision="fp32"), Predictor(precision="auto")
+    assert (fp32.runner.precision, bf16.runner.precision) == ("fp32", "bf16")
+    p32, p16 = fp32.probabilities(digits), bf16.probabilities(digits)
+    assert p16.dtype == np.float32 and np.abs(p32 - p16).max() < 0.05
+    assert (p32.argmax(1) == p16.argmax(1)).mean() >= 0.999
+    verdicts = [(fp32.describe(a)["verdict"], bf16.describe(b)["verdict"]) for a, b in zip(p32, p16)]
+    assert sum(a != b for a, b in verdicts) <= 2
+    assert (p16.argmax(1) == test.labels[:2000].numpy()).mean() >= 0.99
+
+
+def test_an_onnx_model_refuses_bf16(tmp_path):
+    from digitrec.inference import load_backend
+
+    with pytest.raises(DigitrecError, match="runs PyTorch models"):
+        load_backend(tmp_path / "model.onnx", None, "cpu", "bf16")

@@ -1,4 +1,5 @@
-"""`digitrec predict` on a large folder runs in several processes: the records must be those of one process."""
+"""`digitrec predict` on a large folder prepares its images in several processes: the records must be those of
+one process."""
 
 import pytest
 from PIL import Image
@@ -16,7 +17,7 @@ def test_parallel_predict_gives_the_records_of_one_process(tmp_path, mnist_dir):
     (tmp_path / "0150.png").write_bytes(b"not a png")  # a bad file keeps its place
     predictor = Predictor()
     one = predict_paths([str(tmp_path)], predictor, topk=3, workers=1)
-    two = predict_paths([str(tmp_path)], predictor, topk=3, workers=2)
+    two = predict_paths([str(tmp_path)], Predictor, topk=3, workers=2)  # loaded once the workers have started
     assert [r["path"] for r in two] == [r["path"] for r in one] == [str(tmp_path / f"{i:04d}.png") for i in range(n)]
     assert [(r["digit"], r["verdict"], r["error_code"]) for r in two] == [(r["digit"], r["verdict"], r["error_code"])
                                                                           for r in one]
@@ -24,4 +25,5 @@ def test_parallel_predict_gives_the_records_of_one_process(tmp_path, mnist_dir):
     assert two[150]["error_code"] == "unsupported_format"
     right = sum(r["digit"] == int(test.labels[i]) for i, r in enumerate(two) if i != 150)
     assert right >= 0.98 * (n - 1)
-    assert parallel_workers(PARALLEL_FROM - 1, predictor) == 1  # with --workers 0, small jobs stay in one process
+    assert parallel_workers(PARALLEL_FROM - 1) == 1  # with --workers 0 (the default), small jobs stay in one process
+    assert parallel_workers(PARALLEL_FROM, "cuda") == 1  # a GPU's process prepares alone

@@ -107,8 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--topk", type=int, default=3, help="how many best guesses to list (default 3)")
     c.add_argument("--format", choices=["table", "json", "csv"], default="table")
     c.add_argument("--save-preprocessed", metavar="DIR", help="write each 28x28 the model saw as PNG into DIR")
-    c.add_argument("--workers", type=int, default=1,
-                   help="processes for large folders (0: one per core from 512 images; default 1)")
+    c.add_argument("--workers", type=int, default=0,
+                   help="processes that prepare images (default 0: one per core from 512 images; 1: none)")
 
     c = command("read", "read a line of handwritten digits (a phone number, a meter reading) in each image",
                 "  digitrec read phone-number.jpg\n  digitrec read meter.png --annotate meter-read.png\n"
@@ -126,7 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     env = " (env DIGITREC_%s)"
     c.add_argument("--host", help="address to listen on (default 127.0.0.1)" + env % "HOST")
     c.add_argument("--port", type=int, help="port (default 8000)" + env % "PORT")
-    _model_options(c)
+    _model_options(c, precision=False)
     c.add_argument("--workers", type=int, help="server processes (default 1)" + env % "WORKERS")
     c.add_argument("--max-bytes", type=int, help="largest request body (default 5 MB)" + env % "MAX_BYTES")
     c.add_argument("--max-concurrency", type=int,
@@ -202,9 +202,13 @@ def _recipe(a, recipe):
     return recipe.with_overrides(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr).with_settings(a.set)
 
 
-def _model_options(c: argparse.ArgumentParser) -> None:
+def _model_options(c: argparse.ArgumentParser, precision: bool = True) -> None:
     c.add_argument("--model", help="model file (.safetensors or .onnx) or run folder (default: the shipped model)")
     c.add_argument("--backend", choices=["torch", "onnxruntime"], help="default: from the model file's type")
+    if precision:  # (the server answers one image at a time: fp32, on onnxruntime when installed)
+        c.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                       help="auto (default): bf16 where the CPU has it in hardware and the model was trained in "
+                            "bf16")
 
 
 def _cmd_fetch(a) -> int:
@@ -312,7 +316,11 @@ def _cmd_predict(a) -> int:
 
     if not 1 <= a.topk <= 10:
         raise DigitrecError("--topk must be between 1 and 10")
-    records = predict_paths(a.paths, Predictor(a.model, a.backend), a.topk, a.save_preprocessed, a.workers)
+    if a.workers < 0:
+        raise DigitrecError("--workers must be 0 (one per core for large folders) or more")
+    # Loaded once the preparing workers have started (PyTorch's import overlaps their work).
+    records = predict_paths(a.paths, lambda: Predictor(a.model, a.backend, precision=a.precision), a.topk,
+                            a.save_preprocessed, a.workers)
     print(format_records(records, a.format, "predict"))
     return 1 if any(r["error"] for r in records) else 0
 
@@ -320,7 +328,7 @@ def _cmd_predict(a) -> int:
 def _cmd_read(a) -> int:
     from .predict import Predictor, format_records, read_paths
 
-    records = read_paths(a.paths, Predictor(a.model, a.backend), a.annotate)
+    records = read_paths(a.paths, Predictor(a.model, a.backend, precision=a.precision), a.annotate)
     print(format_records(records, a.format, "read"))
     return 1 if any(r["error"] for r in records) else 0
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import glob
 import io
+import itertools
 import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -38,11 +40,12 @@ class Predictor:
     calibrated probabilities over the 10 digits, and those to verdicts (inference.Calibration)."""
 
     def __init__(self, model: str | os.PathLike | None = None, backend: str | None = None, device: str = "cpu",
-                 batch_size: int = 256) -> None:
+                 batch_size: int = 256, precision: str = "fp32") -> None:
+        """precision: fp32, bf16 or auto (inference.inference_precision), for PyTorch models."""
         from .inference import load_backend
 
         self.path = Path(model) if model else default_model_path()
-        self.runner = load_backend(self.path, backend, device)
+        self.runner = load_backend(self.path, backend, device, precision)
         self.backend, self.meta, self.calibration = self.runner.name, self.runner.meta, self.runner.calibration
         self.batch_size = batch_size
         # One model call at a time: callers in several threads (the server) still decode and preprocess in
@@ -116,20 +119,26 @@ def predict_images(items: list[tuple[str, bytes]], predictor: Predictor, topk: i
                    first_index: int = 0) -> list[dict]:
     """[(name, image bytes)] -> one record per image, in order.  save_preprocessed writes what the model saw
     as DIR/<first_index + n>-<name>.png."""
-    records: list[dict] = []
-    digits, where = [], []
-    for name, data in items:
-        try:
-            prepared = prepare(data)
-        except DigitrecError as e:
-            records.append(empty_record(name, str(e), e.code))
-            continue
-        if not len(prepared.digits):
-            records.append(empty_record(name, NO_INK, "no_ink"))
-            continue
-        records.append({"path": name})
-        digits.append(prepared.digits[0])
-        where.append(len(records) - 1)
+    return _predicted([name for name, _ in items], [_prepared_digit(data) for _, data in items], predictor, topk,
+                      save_preprocessed, include_image, first_index)
+
+
+def _prepared_digit(data: bytes) -> tuple[np.ndarray | None, str | None, str | None]:
+    """Image bytes -> (its 28x28, None, None), or (None, why not, error code)."""
+    try:
+        digits = prepare(data).digits
+    except DigitrecError as e:
+        return None, str(e), e.code
+    return (digits[0], None, None) if len(digits) else (None, NO_INK, "no_ink")
+
+
+def _predicted(names: list[str], prepared: list[tuple], predictor: Predictor, topk: int,
+               save_preprocessed: str | os.PathLike | None, include_image: bool, first_index: int) -> list[dict]:
+    """Names and their _prepared_digit results -> records: one model call for the digits among them."""
+    records = [{"path": name} if digit is not None else empty_record(name, error, code)
+               for name, (digit, error, code) in zip(names, prepared)]
+    where = [i for i, (digit, _, _) in enumerate(prepared) if digit is not None]
+    digits = [prepared[i][0] for i in where]
     for i, probs, digit in zip(where, predictor.probabilities(digits), digits):
         records[i].update(predictor.describe(probs, topk), error=None, error_code=None)
         if include_image:
@@ -221,14 +230,16 @@ def _in_chunks(specs: list[str], run, failed_record, sources: list[Source] | Non
     return records
 
 
-PARALLEL_FROM = 512  # images: below this one process does all (starting workers costs ~seconds)
-SUB_CHUNK = 128  # images one worker decodes, preprocesses and predicts at a time
+PARALLEL_FROM = 512  # images: below this one process does all (starting workers costs a second)
+SUB_CHUNK = 128  # images a preparing worker reads and prepares at a time
+AHEAD = 32  # sub-chunks per worker in flight (4,096 images, 13 MB): the workers go on while PyTorch loads
 
 
 def one_thread_per_call(predictor: Predictor) -> Predictor:
     """Run every model call of `predictor` on one thread, for processes that work side by side (the
-    server's requests, `predict`'s workers): their threads would otherwise fight over the cores (PyTorch's
-    OpenMP threads spin; on 2 loaded cores a served call took 510 ms with 2 threads, 13 ms with 1)."""
+    server's requests, `predict` beside its preparing workers): their threads would otherwise fight over the
+    cores (PyTorch's OpenMP threads spin; on 2 loaded cores a served call took 510 ms with 2 threads, 13 ms
+    with 1)."""
     if predictor.backend == "torch":
         import torch  # already loaded by the torch backend
 
@@ -240,52 +251,65 @@ def one_thread_per_call(predictor: Predictor) -> Predictor:
     return predictor
 
 
-def parallel_workers(images: int, predictor: Predictor) -> int:
-    """How many processes `predict` uses: one per core for large folders on the CPU, else 1."""
+def parallel_workers(images: int, device: str = "cpu") -> int:
+    """How many preparing processes `predict` uses by default: one per core for large folders, else none."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    on_cpu = str(getattr(predictor.runner, "device", "cpu")) == "cpu"
-    return min(cores, 8) if images >= PARALLEL_FROM and cores > 1 and on_cpu else 1
+    return min(cores, 8) if images >= PARALLEL_FROM and cores > 1 and device == "cpu" else 1
 
 
-_worker_predictor: Predictor | None = None
+def _prepare_sources(sources: list[Source]) -> list[tuple[np.ndarray | None, str | None, str | None]]:
+    """In a preparing worker: read and prepare each source (_prepared_digit's results, in order)."""
+    out = []
+    for source in sources:
+        try:
+            out.append(_prepared_digit(source.read()))
+        except DigitrecError as e:
+            out.append((None, str(e), e.code))
+    return out
 
 
-def _start_worker(path: str, backend: str) -> None:
-    global _worker_predictor
-    _worker_predictor = one_thread_per_call(Predictor(path, backend))
-
-
-def _predict_in_worker(items, topk, save_preprocessed, first_index) -> list[dict]:
-    return predict_images(items, _worker_predictor, topk, save_preprocessed, first_index=first_index)
-
-
-def predict_paths(specs: list[str], predictor: Predictor, topk: int = 3,
-                  save_preprocessed: str | os.PathLike | None = None, workers: int = 1) -> list[dict]:
+def predict_paths(specs: list[str], predictor: Predictor | Callable[[], Predictor], topk: int = 3,
+                  save_preprocessed: str | os.PathLike | None = None, workers: int = 0) -> list[dict]:
     """`digitrec predict`: paths, folders, globs or '-' -> one record per image, in order.
 
-    workers > 1 splits the images over that many processes (0: one per core for large folders, see
-    parallel_workers), each with its own copy of the model on one thread, decoding, preprocessing and predicting
-    SUB_CHUNK images at a time.  The records are the same (each image's record depends on that image alone).
-    Not the default: on the loaded 2-vCPU machine it measured slower (2,000 PNGs: PyTorch 52 -> 40-43 images/s,
-    onnxruntime 109-116 -> 87-95), the model being ~80% of the time and the workers' start costing seconds."""
+    `predictor` may be a function that loads one: it is then called once the preparing workers have started,
+    so that loading PyTorch (two seconds) overlaps their work.  workers > 1: that many processes read and
+    prepare the images (the cost of a small image is mostly preparing it: 0.46 ms for a 28x28 PNG against
+    0.17 ms for the shipped model in bf16), SUB_CHUNK at a time, while this process runs the model on one
+    thread; 0 (the default): one per core for large folders (parallel_workers).  The records are the same as
+    in one process: each image's record depends on that image alone."""
     sources = expand(specs)
-    workers = parallel_workers(len(sources), predictor) if workers == 0 else workers
+    device = str(getattr(getattr(predictor, "runner", None), "device", "cpu"))
+    workers = parallel_workers(len(sources), device) if workers == 0 else workers
     if workers <= 1:
+        predictor = predictor if isinstance(predictor, Predictor) else predictor()
         return _in_chunks(specs, lambda items, first, several: predict_images(
             items, predictor, topk, save_preprocessed, first_index=first), empty_record, sources)
+    import collections
     import concurrent.futures
     import multiprocessing
 
-    # spawn: a fresh interpreter per worker (forking a process whose PyTorch threads have started can hang)
-    with concurrent.futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"),
-                                                initializer=_start_worker,
-                                                initargs=(str(predictor.path), predictor.backend)) as pool:
-        def run(items, first, several):
-            parts = [pool.submit(_predict_in_worker, items[s:s + SUB_CHUNK], topk, save_preprocessed, first + s)
-                     for s in range(0, len(items), SUB_CHUNK)]
-            return [record for part in parts for record in part.result()]
-
-        return _in_chunks(specs, run, empty_record, sources)
+    starts = range(0, len(sources), SUB_CHUNK)
+    # spawn: a fresh interpreter per worker (forking a process whose PyTorch threads have started can hang);
+    # the workers import only what preparing needs (no PyTorch).
+    with concurrent.futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn")) as pool:
+        pending = collections.deque()
+        submitted = iter(starts)
+        for start in itertools.islice(submitted, AHEAD * workers):
+            pending.append((start, pool.submit(_prepare_sources, sources[start:start + SUB_CHUNK])))
+        try:
+            predictor = one_thread_per_call(predictor if isinstance(predictor, Predictor) else predictor())
+        except BaseException:  # (a bad model file: the workers' queued images are dropped, not waited for)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        records = []
+        while pending:
+            start, job = pending.popleft()
+            for more in itertools.islice(submitted, 1):
+                pending.append((more, pool.submit(_prepare_sources, sources[more:more + SUB_CHUNK])))
+            names = [source.name for source in sources[start:start + SUB_CHUNK]]
+            records += _predicted(names, job.result(), predictor, topk, save_preprocessed, False, start)
+        return records
 
 
 def read_paths(specs: list[str], predictor: Predictor, annotate: str | os.PathLike | None = None) -> list[dict]:
