@@ -226,3 +226,30 @@ def test_predict_paths_keeps_input_order_across_chunks(image_dir, tmp_path, pred
     assert len(list((tmp_path / "seen").glob("*.png"))) == 4  # one picture per readable image, none overwritten
     lines = predict.read_paths([str(image_dir / "line.png")] * 3, predictor, annotate=tmp_path / "a.png")
     assert len(lines) == 3 and sorted(p.name for p in tmp_path.glob("a-*.png")) == ["a-0.png", "a-1.png", "a-2.png"]
+
+
+@pytest.mark.mnist
+def test_an_image_already_in_mnist_form_is_taken_as_it_is(test_split):
+    """MNIST's own digits as PNGs, white on black or black on white, are the model's input unchanged; a 28x28
+    image that is not in that form (off-centre, or small in its frame) is prepared as any other."""
+    from PIL import Image
+
+    from digitrec.preprocess import mnist_form, prepare
+
+    for i in range(50):
+        digit = test_split.images[i].numpy()
+        expected = digit / float(digit.max())
+        assert np.abs(prepare(png(digit)).digits[0] - expected).max() < 1e-6
+        inverted = prepare(png(255 - digit)).digits[0]
+        assert np.abs(inverted - expected).max() < 1e-6
+    digit = test_split.images[0].numpy()
+    off_centre = np.roll(digit, 3, axis=1)
+    small = np.zeros_like(digit)
+    small[7:21, 7:21] = np.asarray(Image.fromarray(digit).resize((14, 14), Image.Resampling.LANCZOS))
+    for not_mnist in (off_centre, small):
+        assert mnist_form(not_mnist / 255.0) is None
+        prepared = prepare(png(not_mnist)).digits[0]
+        ys, xs = np.nonzero(prepared > 0.05)
+        assert max(ys.max() - ys.min(), xs.max() - xs.min()) >= 18  # scaled to MNIST's 20 px box
+        assert abs(np.average(xs, weights=prepared[ys, xs]) - 14) < 1.5  # and centred again
+    assert mnist_form(np.zeros((28, 28), np.float32)) is None and mnist_form(np.zeros((56, 56))) is None

