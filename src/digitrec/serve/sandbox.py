@@ -13,8 +13,9 @@ cost (3 of 5 ms for a 446x336 page), so in the workers it runs on both cores ins
 interpreter lock, it is bounded by the same deadline and memory limit, and what comes back is a few 28x28
 inputs instead of the whole decoded image.
 
-Messages are raw bytes both ways (a JSON header, then the data): the server never unpickles anything that came
-from a process which has parsed attacker data.
+One message each way, raw bytes: the image after a byte that says what to make of it (a line, or one digit);
+the answer's length-prefixed JSON header, then its 28x28 inputs as float32.  The server never unpickles anything
+that came from a process which has parsed attacker data.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ QUEUE_WAIT_S = 2.0  # waiting for a free worker longer than this is 503
 STARTUP_S = 60.0  # a worker not ready after this is a broken installation
 MAX_DIGITS = 1024  # 28x28 inputs one image may give (a line of more marks than this is refused)
 TRIM_ABOVE = 16 << 20  # a worker holding this much more than at its start gives the freed part back
+MAX_HEADER = 1 << 16  # bytes of a worker's JSON header
+LINE, DIGIT = b"L", b"D"  # what the server asks of an image (the first byte of its message): a line, or one digit
 WORKER_CODES = {"invalid_image", "unsupported_format", "too_large", "too_costly", "no_ink"}  # what a worker may say
 
 
@@ -75,10 +78,11 @@ def _worker(conn, memory_bytes: int) -> None:
         return
     while True:
         try:
-            line = json.loads(conn.recv_bytes(256))["line"]
-            data = conn.recv_bytes()
+            message = conn.recv_bytes()
         except (EOFError, OSError):
             return
+        line, data = message[:1] == LINE, message[1:]
+        del message
         digits = b""
         try:
             prepared = prepare(data, line=line)
@@ -102,12 +106,24 @@ def _worker(conn, memory_bytes: int) -> None:
             trimmed = _rss_bytes()
         header["retire"] = trimmed > baseline + memory_bytes // 4
         try:
-            conn.send_bytes(json.dumps(header).encode())
-            conn.send_bytes(digits)
+            conn.send_bytes(_framed(json.dumps(header).encode(), digits))
         except (OSError, ValueError):
             return
         if header["retire"]:
             return
+
+
+def _framed(header: bytes, digits: bytes) -> bytes:
+    """An answer as one message (one write and one wake-up for the server): header length, JSON header, digits."""
+    return len(header).to_bytes(4, "big") + header + digits
+
+
+def _unframed(message: bytes) -> tuple[dict, bytes]:
+    """A worker's message -> (its JSON header, the digits' bytes).  ValueError when it is not one."""
+    size = int.from_bytes(message[:4], "big")
+    if len(message) < 4 or size > MAX_HEADER:
+        raise ValueError("not an answer")
+    return json.loads(message[4:4 + size]), message[4 + size:]
 
 
 def _busy() -> DigitrecError:
@@ -229,15 +245,10 @@ class DecodePool:
                 raise _busy() from None
         healthy = False
         try:
-            worker.conn.send_bytes(json.dumps({"line": line}).encode())
-            worker.conn.send_bytes(data)
-            for message in range(2):  # the header, then the digits: each within the deadline
-                while not worker.conn.poll(0.02):
-                    self._check(cancel, limit)
-                if message == 0:
-                    header = json.loads(worker.conn.recv_bytes(1 << 16))
-                else:
-                    digits = worker.conn.recv_bytes(MAX_DIGITS * 28 * 28 * 4)
+            worker.conn.send_bytes((LINE if line else DIGIT) + data)
+            while not worker.conn.poll(0.02):  # the answer, within the deadline
+                self._check(cancel, limit)
+            header, digits = _unframed(worker.conn.recv_bytes(4 + MAX_HEADER + MAX_DIGITS * 28 * 28 * 4))
             healthy = header.get("retire") is False
         except (EOFError, OSError):  # the worker died: its memory limit hit it somewhere Python could not catch
             raise DigitrecError("image too costly to decode (the decoder ran out of its budget)",
