@@ -5,7 +5,8 @@
    exported float ONNX graph on onnxruntime, and its int8 quantization (`digitrec export --quantize int8`),
    with the int8 model's accuracy on the test set next to the float one;
 2. `digitrec predict DIR` as a whole process on a folder of 10,000 PNGs (MNIST test digits): decoding,
-   preprocessing and the model (with the model's own test-time augmentation), images/s.
+   preprocessing and the model (with the model's own test-time augmentation), images/s; last, the same digits
+   as 56x56 PNGs, which are not in MNIST's form and so go through the whole preparation.
 
     python -m benchmarks.infer --data-dir data
 """
@@ -73,16 +74,24 @@ def main():
                     print(f"| {name} | {threads} | {one:.0f} | {many:.0f} |", flush=True)
         torch.set_num_threads(default_threads)
 
-        folder = Path(tmp) / "pngs"
+        # MNIST's test digits as 28x28 PNGs (already in MNIST's form: taken as they are), and the same digits at
+        # 56x56 (not in that form: every image goes through the whole preparation, as people's images do).
+        folder, doubled = Path(tmp) / "pngs", Path(tmp) / "pngs-56"
         folder.mkdir()
+        doubled.mkdir()
         test = load_split("mnist", args.data_dir, train=False)
         for i in range(args.images):
-            Image.fromarray(test.images[i % len(test)].numpy()).save(folder / f"{i:05d}.png")
+            digit = Image.fromarray(test.images[i % len(test)].numpy())
+            digit.save(folder / f"{i:05d}.png")
+            digit.resize((56, 56), Image.Resampling.BILINEAR).save(doubled / f"{i:05d}.png")
         labels = test.labels[np.arange(args.images) % len(test)].tolist()
         for name, model_args in (("shipped model, PyTorch, --precision auto", ["--model", args.model]),
                                  ("shipped model, PyTorch, fp32", ["--model", args.model, "--precision", "fp32"]),
                                  ("float ONNX, onnxruntime", ["--model", str(onnx_path), "--backend", "onnxruntime"]),
-                                 ("int8 ONNX, onnxruntime", ["--model", str(int8_path), "--backend", "onnxruntime"])):
+                                 ("int8 ONNX, onnxruntime", ["--model", str(int8_path), "--backend", "onnxruntime"]),
+                                 ("56x56 PNGs, shipped model, --precision auto", ["--model", args.model])):
+            if name.startswith("56x56"):
+                folder = doubled
             start = time.perf_counter()
             result = subprocess.run([sys.executable, "-m", "digitrec", "predict", str(folder), "--format", "csv",
                                      *model_args], capture_output=True, text=True)
