@@ -27,3 +27,18 @@ def test_parallel_predict_gives_the_records_of_one_process(tmp_path, mnist_dir):
     assert right >= 0.98 * (n - 1)
     assert parallel_workers(PARALLEL_FROM - 1) == 1  # with --workers 0 (the default), small jobs stay in one process
     assert parallel_workers(PARALLEL_FROM, "cuda") == 1  # a GPU's process prepares alone
+
+
+@pytest.mark.mnist
+def test_standard_input_is_read_by_this_process_even_with_workers(tmp_path, mnist_dir, monkeypatch):
+    import io
+    import sys
+
+    test = load_split("mnist", mnist_dir, train=False)
+    for i in range(3):
+        Image.fromarray(test.images[i].numpy()).save(tmp_path / f"{i}.png")
+    buffer = io.BytesIO()
+    Image.fromarray(test.images[3].numpy()).save(buffer, "PNG")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buffer.getvalue())))
+    records = predict_paths(["-", str(tmp_path)], Predictor(), workers=2)
+    assert [r["digit"] for r in records] == [int(test.labels[i]) for i in (3, 0, 1, 2)]

@@ -43,6 +43,7 @@ from ..predict import NO_INK, Predictor, predict_images, read_images
 from ..preprocess import Prepared
 from . import metrics
 from . import model as served_model
+from .protocol import GuardedHttpToolsProtocol  # (httptools missing: `serve` says which extra to install)
 from .sandbox import DEFAULT_DEADLINE_S, DEFAULT_MEMORY_MB, DEFAULT_WORKERS, Cancelled, DecodePool
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
@@ -642,7 +643,6 @@ def serve(settings: Settings) -> None:
 
     import uvicorn
 
-    from .protocol import guarded_protocol
 
     os.environ.update(settings.to_environ())
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -654,5 +654,5 @@ def serve(settings: Settings) -> None:
     served_model.load(settings.model, settings.backend, settings.model_threads)
     print(f"digitrec serving on http://{settings.host}:{settings.port}/ (API docs at /docs)", flush=True)
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, access_log=False, log_level="warning", http=guarded_protocol(), loop="auto",
-                timeout_keep_alive=5, timeout_graceful_shutdown=5)
+                workers=settings.workers, access_log=False, log_level="warning", http=GuardedHttpToolsProtocol,
+                loop="auto", timeout_keep_alive=5, timeout_graceful_shutdown=5)

@@ -70,7 +70,8 @@ def _worker(conn, memory_bytes: int) -> None:
     # image: measured, 3.4 ms to prepare a 446x336 page in a worker against 2.3 ms in a warm process.  What an
     # image frees stays for the next one; the trim below still hands back what a large image left.
     keep_freed_memory()
-    resource.setrlimit(resource.RLIMIT_AS, (_vm_bytes() + memory_bytes, resource.RLIM_INFINITY))
+    address_space = _vm_bytes()
+    resource.setrlimit(resource.RLIMIT_AS, (address_space + memory_bytes, resource.RLIM_INFINITY))
     baseline = trimmed = _rss_bytes()
     try:
         conn.send_bytes(b"ready")
@@ -104,7 +105,9 @@ def _worker(conn, memory_bytes: int) -> None:
         if _rss_bytes() > trimmed + TRIM_ABOVE:
             trim(0)
             trimmed = _rss_bytes()
-        header["retire"] = trimmed > baseline + memory_bytes // 4
+        # Retire when memory stays high, or when half of the address space allowed is taken by what the heap
+        # keeps (a fresh worker then has the whole budget for the next large image).
+        header["retire"] = trimmed > baseline + memory_bytes // 4 or _vm_bytes() > address_space + memory_bytes // 2
         try:
             conn.send_bytes(_framed(json.dumps(header).encode(), digits))
         except (OSError, ValueError):
