@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from conftest import run_cli
 from test_predict import _png_header_only, png
 
 from digitrec.predict import default_model_path
@@ -357,3 +358,14 @@ STROKES = {  # canvas coordinates (280 x 280 of the page's 448 x 280): mouse str
     "0": [[(140 + 60 * np.sin(t / 24 * 2 * np.pi), 140 - 90 * np.cos(t / 24 * 2 * np.pi)) for t in range(25)]],
     "7": [[(80, 60), (200, 60), (120, 230)]],
 }
+
+
+@pytest.mark.parametrize("module", ["fastapi", "httptools"])
+def test_without_the_serve_extra_serve_says_how_to_get_it(module, tmp_path):
+    blocked = tmp_path / "blocked" / module
+    blocked.mkdir(parents=True)
+    (blocked / "__init__.py").write_text(f"raise ModuleNotFoundError('not installed, for this test', name={module!r})\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "blocked"), *sys.path])}
+    result = run_cli("serve", "--port", "1", env=env, cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr == \
+        f"digitrec: error: {module} is not installed: pip install 'digitrec[serve]'\n"
