@@ -68,8 +68,8 @@ bench-infer: install-test data
 
 # hey: a compiled HTTP load generator (Debian package; needs root), the second of bench-serve's two.
 bench-serve: install-test data
-	@command -v hey >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq hey >/dev/null 2>&1 || \
-	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null; }; } || \
+	@command -v hey >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq hey >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null; }; }; } || \
 	  echo "hey not installed: bench-serve prints only its Python clients' figures"
 	$(BIN)/python -m benchmarks.serve --data-dir $(DATA) --clients 16 --requests 200
 	$(BIN)/python -m benchmarks.prepare --data-dir $(DATA)

@@ -66,7 +66,7 @@ def main():
             for threads in (1, default_threads):  # the runs alternate, so a change in load hits all alike
                 torch.set_num_threads(threads)
                 for name, fn in (("PyTorch eager", torch_fn),
-                                 *((("PyTorch eager bf16 (predict's auto here)", bf16.logits),) if bf16 else ()),
+                                 *((("PyTorch eager, bf16", bf16.logits),) if bf16 else ()),
                                  ("onnxruntime float", OnnxBackend(onnx_path, threads=threads).logits),
                                  ("onnxruntime int8", OnnxBackend(int8_path, threads=threads).logits)):
                     one = rate(fn, np.random.rand(1, 1, 28, 28).astype(np.float32))

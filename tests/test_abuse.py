@@ -111,3 +111,26 @@ def test_memory_of_a_burst_goes_back(running):
         if grown < 80:
             break
     assert grown < 80, f"server RSS still +{grown:.0f} MB after the burst"
+
+
+@pytest.mark.parametrize("head", [
+    b"GET /healthz?" + b"a" * 20_000_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # a 20 MB request target
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"A: \r\n" * 20_000 + b"\r\n",  # 20,000 empty headers
+])
+def test_an_oversized_request_head_is_refused_and_the_connection_closed(server, head):
+    port = int(server.rsplit(":", 1)[1])
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.settimeout(10)
+        try:
+            s.sendall(head)
+        except OSError:  # (the server may close before the rest is sent)
+            pass
+        answer = b""
+        try:
+            while chunk := s.recv(4096):
+                answer += chunk
+        except OSError:
+            pass
+    assert answer.startswith(b"HTTP/1.1 400") and time.monotonic() - start < 5
+    assert httpx.get(server + "/healthz").status_code == 200

@@ -87,3 +87,19 @@ def test_16_bit_float_and_lab_images_are_scaled_not_clipped(data):
     grey, _ = decode(data)
     assert grey.max() - grey.min() > 0.5  # paper near 1, ink near 0
     assert not find_ink(grey).empty
+
+
+@pytest.mark.parametrize("size", [3, 4, 9, 18, 33])
+def test_the_background_opening_is_scipys_for_odd_and_even_windows(size):
+    from scipy import ndimage
+
+    from digitrec.preprocess import grey_opening
+
+    values = np.random.default_rng(size).random((40, 57)).astype(np.float32)
+    assert np.array_equal(grey_opening(values, size), ndimage.grey_opening(values, size=size))
+
+
+def test_a_lone_pixel_is_no_ink_not_an_error():
+    image = np.full((20, 20), 255, np.uint8)
+    image[9, 9] = 0
+    assert find_ink(decode(_encode(Image.fromarray(image), "PNG"))[0]).empty

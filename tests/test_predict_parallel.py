@@ -42,3 +42,23 @@ def test_standard_input_is_read_by_this_process_even_with_workers(tmp_path, mnis
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buffer.getvalue())))
     records = predict_paths(["-", str(tmp_path)], Predictor(), workers=2)
     assert [r["digit"] for r in records] == [int(test.labels[i]) for i in (3, 0, 1, 2)]
+
+
+@pytest.mark.mnist
+def test_workers_leave_the_callers_predictor_and_threads_as_they_were(tmp_path, mnist_dir):
+    import torch
+
+    test = load_split("mnist", mnist_dir, train=False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(test.images[i].numpy()).resize((40, 40)).save(folder / f"{i:02d}.png")
+    (folder / "00.png").write_bytes(b"not a png")  # unreadable first: the saved files keep their numbers
+    predictor, threads = Predictor(), torch.get_num_threads()
+    runner = predictor.runner
+    one = predict_paths([str(folder)], predictor, workers=1, save_preprocessed=tmp_path / "one")
+    two = predict_paths([str(folder)], predictor, workers=2, save_preprocessed=tmp_path / "two")
+    assert predictor.runner is runner and torch.get_num_threads() == threads
+    assert [(r["digit"], r["error_code"]) for r in one] == [(r["digit"], r["error_code"]) for r in two]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert "00001-01.png" in {p.name for p in (tmp_path / "two").iterdir()}

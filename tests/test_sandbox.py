@@ -122,3 +122,16 @@ def test_a_line_answer_needs_a_box_per_digit():
     assert len(_answer({"count": 2, "boxes": [[0, 0, 5, 5], [6, 0, 9, 5]]}, zeros, line=True).digits) == 2
     with pytest.raises(DigitrecError):
         _answer({"count": 2, "boxes": []}, zeros, line=True)
+
+
+@pytest.mark.parametrize("message", [
+    b"", b"\0\0", b"\0\0\0\x09{}",  # shorter than its header says
+    (1 << 20).to_bytes(4, "big") + b"{}" * 10,  # a header over MAX_HEADER
+    b"\0\0\0\x03{]}", b"\0\0\0\x02[]",  # not JSON; JSON but not an object
+])
+def test_a_malformed_frame_is_refused_as_not_an_answer(message):
+    from digitrec.serve.sandbox import _framed, _unframed
+
+    with pytest.raises(ValueError):
+        _unframed(message)
+    assert _unframed(_framed(b'{"count": 0}', b"xyz")) == ({"count": 0}, b"xyz")

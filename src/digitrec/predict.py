@@ -232,7 +232,7 @@ def _in_chunks(specs: list[str], run, failed_record, sources: list[Source] | Non
 
 PARALLEL_FROM = 512  # images: below this one process does all (starting workers costs a second)
 SUB_CHUNK = 128  # images a preparing worker reads and prepares at a time
-AHEAD = 32  # sub-chunks per worker in flight (4,096 images, 13 MB): the workers go on while PyTorch loads
+AHEAD = 32  # sub-chunks in flight per worker (4,096 images, 13 MB each): the workers go on while PyTorch loads
 
 
 def one_thread_per_call(predictor: Predictor) -> Predictor:
@@ -276,54 +276,67 @@ def predict_paths(specs: list[str], predictor: Predictor | Callable[[], Predicto
     so that loading PyTorch (two seconds) overlaps their work.  workers > 1: that many processes read and
     prepare the images (the cost of a small image is mostly preparing it: about 0.5 ms for a 56x56 PNG against
     0.17 ms for the shipped model in bf16), SUB_CHUNK at a time, while this process runs the model on one
-    thread, then on `workers` threads once every image is prepared; 0 (the default): one per core for large
-    folders (parallel_workers).  The records are the same as in one process: each image's record depends on
-    that image alone."""
+    thread, then on every core once every image is prepared; 0 (the default): one per core (up to 8) for
+    large folders (parallel_workers).  The records, and the files --save-preprocessed writes (numbered by
+    the image's place among all inputs), are the same as in one process."""
     sources = expand(specs)
     device = str(getattr(getattr(predictor, "runner", None), "device", "cpu"))
     workers = parallel_workers(len(sources), device) if workers == 0 else workers
+    load = (lambda: predictor) if isinstance(predictor, Predictor) else predictor
     if workers <= 1 or any(source.path is None for source in sources):  # (standard input is this process's)
-        predictor = predictor if isinstance(predictor, Predictor) else predictor()
-        return _in_chunks(specs, lambda items, first, several: predict_images(
-            items, predictor, topk, save_preprocessed, first_index=first), empty_record, sources)
+        model = load()
+        return [record for start in range(0, len(sources), CHUNK)
+                for record in _predicted([source.name for source in sources[start:start + CHUNK]],
+                                         _prepare_sources(sources[start:start + CHUNK]), model, topk,
+                                         save_preprocessed, False, start)]
     import collections
     import concurrent.futures
     import multiprocessing
 
-    starts = range(0, len(sources), SUB_CHUNK)
+    submitted = iter(range(0, len(sources), SUB_CHUNK))
     # spawn: a fresh interpreter per worker (forking a process whose PyTorch threads have started can hang);
     # the workers import only what preparing needs (no PyTorch).
     with concurrent.futures.ProcessPoolExecutor(workers, multiprocessing.get_context("spawn")) as pool:
         pending = collections.deque()
-        submitted = iter(starts)
-        for start in itertools.islice(submitted, AHEAD * workers):
-            pending.append((start, pool.submit(_prepare_sources, sources[start:start + SUB_CHUNK])))
+
+        def submit(count: int) -> None:
+            for start in itertools.islice(submitted, count):
+                pending.append((start, pool.submit(_prepare_sources, sources[start:start + SUB_CHUNK])))
+
+        model = runner_before = threads_before = None
         try:
-            predictor = predictor if isinstance(predictor, Predictor) else predictor()
-        except BaseException:  # (a bad model file: the workers' queued images are dropped, not waited for)
+            submit(AHEAD * workers)
+            model = load()
+            runner_before, threads_before = model.runner, _torch_threads(model)
+            one_thread_per_call(model)
+            records, cores_free = [], False
+            while pending:
+                start, job = pending.popleft()
+                submit(1)
+                if not cores_free and len(pending) < AHEAD * workers and all(j.done() for _, j in pending):
+                    # Every image is prepared (the workers are idle): the rest of the model's work gets the cores.
+                    cores_free = model.backend == "torch"
+                    if cores_free:
+                        import torch
+
+                        torch.set_num_threads(threads_before)
+                names = [source.name for source in sources[start:start + SUB_CHUNK]]
+                records += _predicted(names, job.result(), model, topk, save_preprocessed, False, start)
+            return records
+        except concurrent.futures.process.BrokenProcessPool:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise DigitrecError("a process preparing images died (out of memory?); try --workers 1",
+                                code="internal") from None
+        except BaseException:  # (a bad model file, a full disk, Ctrl-C: queued images are dropped, not waited for)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
-        threads_before = _torch_threads(predictor)
-        predictor = one_thread_per_call(predictor)
-        records, cores_free = [], False
-        while pending:
-            start, job = pending.popleft()
-            for more in itertools.islice(submitted, 1):
-                pending.append((more, pool.submit(_prepare_sources, sources[more:more + SUB_CHUNK])))
-            if not cores_free and len(pending) < AHEAD * workers and all(j.done() for _, j in pending):
-                # Every image is prepared (the workers are idle): the rest of the model's work gets every core.
-                cores_free = predictor.backend == "torch"
-                if cores_free:
+        finally:
+            if model is not None:  # the caller's Predictor, and PyTorch's process-wide thread count, as they were
+                model.runner = runner_before
+                if threads_before:
                     import torch
 
-                    torch.set_num_threads(workers)
-            names = [source.name for source in sources[start:start + SUB_CHUNK]]
-            records += _predicted(names, job.result(), predictor, topk, save_preprocessed, False, start)
-        if threads_before:  # PyTorch's thread count is the process's: as the caller had it
-            import torch
-
-            torch.set_num_threads(threads_before)
-        return records
+                    torch.set_num_threads(threads_before)
 
 
 def _torch_threads(predictor: Predictor) -> int | None:

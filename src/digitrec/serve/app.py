@@ -655,4 +655,4 @@ def serve(settings: Settings) -> None:
     print(f"digitrec serving on http://{settings.host}:{settings.port}/ (API docs at /docs)", flush=True)
     uvicorn.run("digitrec.serve.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers, access_log=False, log_level="warning", http=GuardedHttpToolsProtocol,
-                loop="auto", timeout_keep_alive=5, timeout_graceful_shutdown=5)
+                timeout_keep_alive=5, timeout_graceful_shutdown=5)

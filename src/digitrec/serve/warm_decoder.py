@@ -1,5 +1,5 @@
 """Preloaded by the preparing workers' forkserver (sandbox.py): Pillow's plugins and the preparation code (NumPy,
-SciPy) are imported, and one drawn digit prepared, as a single digit and as a line, once, so that every forked
+OpenCV) are imported, and one drawn digit prepared, as a single digit and as a line, once, so that every forked
 worker starts warm (first images in milliseconds, not 50 ms)."""
 
 import io
