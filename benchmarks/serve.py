@@ -7,8 +7,9 @@ Prints errors, throughput, p50/p99 latency and the server's memory (with its dec
 Two load generators, both on the same 2 cores as the server: this script's own asyncio httpx clients (50
 different pages; Python, about 1.5 ms of CPU a request of their own), and, when it is installed (Debian's `hey`,
 `make bench-serve` installs it as root), `hey`, a compiled load generator as people measure servers with (one
-page, the first, sent again and again).  Both are printed; the lean one leaves the server the CPU that the
-Python clients take.
+page, the first, sent again and again).  Both are printed, each with the CPU seconds per request of the server's
+process, its preparing processes and the load generator; the lean one leaves the server the CPU that the Python
+clients take.
 
     python -m benchmarks.serve --data-dir data --clients 16 --requests 200
 
@@ -36,7 +37,7 @@ from PIL import Image
 
 from digitrec.data import load_split
 
-from .abuse import tree_rss_mb
+from .abuse import rss_by_process, tree_rss_mb
 from .common import machine
 
 
@@ -88,6 +89,40 @@ def hey(url: str, image: bytes, clients: int, requests: int) -> tuple[int, int, 
     seconds = max((float(r["offset"]) + float(r["response-time"]) for r in rows), default=1e-9)
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
     return len(rows), requests - len(ok), len(rows) / seconds, q[49], q[98]
+
+
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds the processes `pids` have used so far."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class CpuPerRequest:
+    """Where a run's CPU went, per request: the server's own process, its preparing processes, the load
+    generator (this process for the httpx clients, the `hey` child for hey)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server = server_pid
+        self.workers = [p for p in rss_by_process(server_pid) if p != server_pid]
+        self.start = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        import resource
+
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (cpu_seconds([self.server]), cpu_seconds(self.workers),
+                time.process_time() + children.ru_utime + children.ru_stime)
+
+    def line(self, requests: int) -> str:
+        server, workers, client = (b - a for a, b in zip(self.start, self._now()))
+        return (f"CPU per request: server process {1000 * server / requests:.2f} ms, its preparing processes "
+                f"{1000 * workers / requests:.2f} ms, load generator {1000 * client / requests:.2f} ms")
 
 
 def main():
@@ -147,20 +182,22 @@ def run(args, images: list[bytes], server_args: list[str]) -> None:
                 await asyncio.gather(*(client(url, images, args.requests, c * 7, latencies, errors, deadline)
                                        for c in range(clients)))
 
+            cpu = CpuPerRequest(server.pid)
             asyncio.run(all_clients())
             seconds = time.perf_counter() - start
             after = tree_rss_mb(server.pid)
             q = statistics.quantiles(latencies, n=100)
             print(f"httpx, {clients} client(s) x {args.requests} requests, {kind} ({backend}): {len(latencies)} sent, "
                   f"{len(errors)} errors {sorted(set(map(str, errors)))[:5]}, {len(latencies) / seconds:.0f} requests/s, "
-                  f"p50 {1000 * q[49]:.1f} ms, p99 {1000 * q[98]:.1f} ms, server memory {before:.0f} -> {after:.0f} MB",
-                  flush=True)
+                  f"p50 {1000 * q[49]:.1f} ms, p99 {1000 * q[98]:.1f} ms, server memory {before:.0f} -> {after:.0f} MB; "
+                  f"{cpu.line(len(latencies))}", flush=True)
         if shutil.which("hey"):
             for clients in (1, args.clients):
+                cpu = CpuPerRequest(server.pid)
                 sent, failed, rate, p50, p99 = hey(url, images[0], clients, clients * args.requests)
                 print(f"hey, {clients} client(s) x {args.requests} requests, one {kind[:-1]} ({backend}): {sent} sent, "
-                      f"{failed} errors, {rate:.0f} requests/s, p50 {1000 * p50:.1f} ms, p99 {1000 * p99:.1f} ms",
-                      flush=True)
+                      f"{failed} errors, {rate:.0f} requests/s, p50 {1000 * p50:.1f} ms, p99 {1000 * p99:.1f} ms; "
+                      f"{cpu.line(sent)}", flush=True)
         else:
             print("hey is not installed (Debian: apt-get install hey): its figures are left out", flush=True)
     finally:

@@ -212,11 +212,11 @@ def draw_boxes(grey: np.ndarray, scale: float, found: list[dict], path: Path) ->
 CHUNK = 1024  # files read and predicted together: memory stays bounded for folders of any size
 
 
-def _in_chunks(specs: list[str], run, failed_record, sources: list[Source] | None = None) -> list[dict]:
-    """Expand `specs` (unless `sources` are given), read the files CHUNK at a time, run(items, offset of the
-    chunk, whether there are several sources) on the readable ones; records come back in input order, an
-    unreadable file's record made by failed_record(name, message, error code)."""
-    sources, records = expand(specs) if sources is None else sources, []
+def _in_chunks(specs: list[str], run, failed_record) -> list[dict]:
+    """Expand `specs`, read the files CHUNK at a time, run(items, offset of the chunk, whether there are several
+    sources) on the readable ones; records come back in input order, an unreadable file's record made by
+    failed_record(name, message, error code)."""
+    sources, records = expand(specs), []
     for start in range(0, len(sources), CHUNK):
         items, slots = [], []
         for source in sources[start:start + CHUNK]:
@@ -236,10 +236,9 @@ AHEAD = 32  # sub-chunks in flight per worker (4,096 images, 13 MB each): the wo
 
 
 def one_thread_per_call(predictor: Predictor) -> Predictor:
-    """Run every model call of `predictor` on one thread, for processes that work side by side (the
-    server's requests, `predict` beside its preparing workers): their threads would otherwise fight over the
-    cores (PyTorch's OpenMP threads spin; on 2 loaded cores a served call took 510 ms with 2 threads, 13 ms
-    with 1)."""
+    """Run every model call of `predictor` on one thread, while `predict`'s preparing processes work beside it:
+    their threads would otherwise fight over the cores (PyTorch's OpenMP threads spin; on 2 loaded cores a
+    served call took 510 ms with 2 threads, 13 ms with 1)."""
     if predictor.backend == "torch":
         import torch  # already loaded by the torch backend
 

@@ -8,8 +8,10 @@ bounded at every step:
   worker process (`sandbox.DecodePool`: memory limit, deadline, killed when the client hangs up); only the
   model runs in the server's process, in a thread;
 - past --max-concurrency requests in flight, 503 with Retry-After; headers and idle connections have
-  deadlines and open connections a bound (`protocol.GuardedH11Protocol`).
-Every error is JSON `{"error": code, "detail": text}`; the status comes from the error's code (STATUS_BY_CODE).
+  deadlines, a request's target and headers a size bound, and open connections a bound
+  (`protocol.GuardedHttpToolsProtocol`).
+Every error the app answers is JSON `{"error": code, "detail": text}`; the status comes from the error's code
+(STATUS_BY_CODE).  (A request the HTTP parser cannot read gets uvicorn's own plain-text 400.)
 """
 
 from __future__ import annotations
@@ -642,7 +644,6 @@ def serve(settings: Settings) -> None:
     import tempfile
 
     import uvicorn
-
 
     os.environ.update(settings.to_environ())
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
