@@ -61,7 +61,7 @@ def test_onnx_matches_pytorch_on_the_whole_test_set(onnx_model):
     assert result["test_images"] == 10_000 and result["same_predictions"] is True
     assert result["max_abs_logit_diff"] < 1e-4
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # one self-contained file, no external data
-    assert OnnxBackend(path).meta.architecture == "wide"
+    assert OnnxBackend(path).meta.architecture == "wide-k5"
 
 
 @pytest.mark.mnist

@@ -38,7 +38,7 @@ def test_the_shipped_models_metadata_round_trips_to_the_same_json():
     assert meta.to_dict() == json.loads(header_of(path))
     assert meta.to_json() == header_of(path)  # byte for byte: the same keys in the same order
     assert meta.to_json(indent=2) + "\n" == path.with_suffix(".json").read_text()
-    assert meta.extra == {} and meta.architecture == "wide" and meta.uses_tta is False
+    assert meta.extra == {} and meta.architecture == "wide-k5" and meta.uses_tta is False
 
 
 def test_an_old_style_model_file_loads_and_reads_the_same(tmp_path):
