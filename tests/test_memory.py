@@ -57,3 +57,29 @@ def test_a_burst_of_threads_hands_its_freed_memory_back():
     returner.poke()
     time.sleep(1.0)
     assert _rss_mb() - baseline < held - 80, f"still +{_rss_mb() - baseline:.0f} MB of +{held:.0f} MB"
+
+
+def test_the_trim_waits_for_the_end_of_each_burst(monkeypatch):
+    """One trim per burst, once `delay` passes without a poke; a later burst gets its own."""
+    import time
+
+    from digitrec import memory
+
+    trims = []
+
+    class FakeLibc:
+        def malloc_trim(self, pad):
+            trims.append(time.monotonic())
+
+    monkeypatch.setattr(memory, "libc", lambda: FakeLibc())
+    returner = memory.FreedMemoryReturner(delay=0.5)
+    for _ in range(12):  # a burst of 0.6 s: no trim while it lasts
+        returner.poke()
+        time.sleep(0.05)
+    assert trims == []
+    end = time.monotonic()
+    time.sleep(1.5)
+    assert len(trims) == 1 and trims[0] >= end + 0.4, (trims, end)
+    returner.poke()
+    time.sleep(1.5)
+    assert len(trims) == 2, trims

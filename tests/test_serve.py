@@ -235,6 +235,43 @@ def test_request_ids_head_and_error_shapes(server):
     assert odd.status_code == 400 and 'method="BREW"' not in httpx.get(f"{url}/metrics").text
 
 
+def test_requests_beyond_the_request_threads_wait_then_get_503_never_a_hang():
+    """One preparing worker (two request threads): thirty slow images (about 0.15 s each) with ten ordinary
+    ones among them.  A request that waited its turn longer than QUEUE_WAIT_S is answered 503 with Retry-After
+    (the server was busy), never 422 (that would blame the image): so the ordinary images get 200 or 503.
+    None waits much past the request budget; /healthz answers all along."""
+    import concurrent.futures
+
+    from benchmarks.abuse import palette_bomb
+    from digitrec.serve.app import REQUEST_BUDGET_S
+    from digitrec.serve.sandbox import QUEUE_WAIT_S
+
+    proc, url = start_server("--decode-workers", "1", "--decode-timeout", "1.0", "--log-level", "warning")
+    try:
+        bomb, page = palette_bomb(), png(np.pad(np.full((20, 4), 255, np.uint8), 20))
+        images = [page if i % 4 == 3 else bomb for i in range(40)]
+
+        def post(image):
+            start = time.monotonic()
+            answer = httpx.post(f"{url}/v1/predict", content=image, timeout=30, headers={"Content-Type": "image/png"})
+            return answer, time.monotonic() - start
+
+        with concurrent.futures.ThreadPoolExecutor(len(images)) as clients:
+            sent = [clients.submit(post, image) for image in images]
+            assert httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+            answers = [f.result() for f in sent]
+        statuses = [a.status_code for a, _ in answers]
+        busy = [a for a, _ in answers if a.status_code == 503]
+        assert busy and all(a.headers["retry-after"] == "1" and a.json()["error"] == "unavailable" for a in busy)
+        assert {s for s, image in zip(statuses, images) if image is page} <= {200, 503}, statuses
+        assert {s for s, image in zip(statuses, images) if image is bomb} <= {422, 503}, statuses
+        assert max(seconds for _, seconds in answers) < QUEUE_WAIT_S + REQUEST_BUDGET_S + 2, answers
+        assert httpx.post(f"{url}/v1/predict", content=page, headers={"Content-Type": "image/png"}).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
 def test_settings_from_environment_flags_win_and_max_concurrency(tmp_path):
     import concurrent.futures
 

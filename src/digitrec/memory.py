@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 from functools import cache
 
 
@@ -47,17 +48,23 @@ class FreedMemoryReturner:
 
     def __init__(self, delay: float = 0.5) -> None:
         self.delay, self.event = delay, threading.Event()
+        self.last, self.armed = 0.0, False
         if libc() is not None:
             threading.Thread(target=self._run, name="digitrec-memory", daemon=True).start()
 
     def poke(self) -> None:
-        """A request finished: trim once the burst is over."""
-        self.event.set()
+        """A request finished: trim once the burst is over.  Only the first poke of a burst wakes the thread;
+        the others just note the time (waking it on every request cost the server a thread switch each)."""
+        self.last = time.monotonic()
+        if not self.armed:
+            self.armed = True
+            self.event.set()
 
     def _run(self) -> None:
         while True:
             self.event.wait()
             self.event.clear()
-            while self.event.wait(self.delay):  # a burst is over when `delay` passes without a poke
-                self.event.clear()
+            while (quiet_in := self.last + self.delay - time.monotonic()) > 0:  # over when `delay` passes
+                time.sleep(quiet_in)                                           # without a poke
+            self.armed = False  # (a poke from here on starts the next burst)
             libc().malloc_trim(0)

@@ -35,7 +35,7 @@ from ..preprocess import Prepared
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 DEFAULT_MEMORY_MB = 224  # per worker, above its baseline: 2 workers keep the server within +500 MB
 DEFAULT_DEADLINE_S = 1.5  # per image: every answer within a few seconds
-QUEUE_WAIT_S = 2.0  # waiting for a free worker longer than this is 503
+QUEUE_WAIT_S = 2.0  # waiting for a free worker (or, in the server, a request thread) longer than this is 503
 STARTUP_S = 60.0  # a worker not ready after this is a broken installation
 MAX_DIGITS = 1024  # 28x28 inputs one image may give (a line of more marks than this is refused)
 TRIM_ABOVE = 16 << 20  # a worker holding this much more than at its start gives the freed part back
@@ -132,7 +132,7 @@ def _unframed(message: bytes) -> tuple[dict, bytes]:
     return header, message[4 + size:]
 
 
-def _busy() -> DigitrecError:
+def busy() -> DigitrecError:
     return DigitrecError("the server is busy preparing other images; try again", code="unavailable")
 
 
@@ -188,7 +188,7 @@ class DecodePool:
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["digitrec.serve.warm_decoder"])
         self.size, self.memory_bytes, self.deadline_s = workers, memory_mb << 20, deadline_s
-        self.idle: queue.Queue[_Worker] = queue.Queue()
+        self.idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()  # (C: no Condition to notify per put)
         self.lock, self.refilling = threading.Lock(), threading.Lock()
         self.all: set[_Worker] = set()
         self.replaced = 0  # workers killed or retired and started again
@@ -237,7 +237,7 @@ class DecodePool:
         try:
             worker = self.idle.get(timeout=max(0.0, min(QUEUE_WAIT_S, limit - now)))
         except queue.Empty:
-            raise _busy() from None
+            raise busy() from None
         try:
             self._check(cancel, limit)
         except BaseException:
@@ -248,7 +248,7 @@ class DecodePool:
             try:
                 worker = self.idle.get(timeout=max(0.0, min(QUEUE_WAIT_S, limit - time.monotonic())))
             except queue.Empty:
-                raise _busy() from None
+                raise busy() from None
         healthy = False
         try:
             worker.conn.send_bytes((LINE if line else DIGIT) + data)
