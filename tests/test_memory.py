@@ -60,26 +60,35 @@ def test_a_burst_of_threads_hands_its_freed_memory_back():
 
 
 def test_the_trim_waits_for_the_end_of_each_burst(monkeypatch):
-    """One trim per burst, once `delay` passes without a poke; a later burst gets its own."""
+    """One trim per burst, once `delay` passes without a poke; a later burst gets its own; the thread is woken
+    once a burst, not once a request."""
+    import threading
     import time
 
     from digitrec import memory
 
-    trims = []
+    trims, wakes = [], []
 
     class FakeLibc:
         def malloc_trim(self, pad):
             trims.append(time.monotonic())
 
+    class CountedEvent(threading.Event):
+        def set(self):
+            wakes.append(1)
+            super().set()
+
     monkeypatch.setattr(memory, "libc", lambda: FakeLibc())
+    monkeypatch.setattr(memory.threading, "Event", CountedEvent)
     returner = memory.FreedMemoryReturner(delay=0.5)
+    wakes.clear()  # (starting its thread set a threading.Event of the thread's own)
     for _ in range(12):  # a burst of 0.6 s: no trim while it lasts
         returner.poke()
+        last = time.monotonic()
         time.sleep(0.05)
-    assert trims == []
-    end = time.monotonic()
+    assert trims == [] and len(wakes) == 1
     time.sleep(1.5)
-    assert len(trims) == 1 and trims[0] >= end + 0.4, (trims, end)
+    assert len(trims) == 1 and trims[0] >= last + 0.45, (trims, last)
     returner.poke()
     time.sleep(1.5)
-    assert len(trims) == 2, trims
+    assert len(trims) == 2 and len(wakes) == 2, (trims, wakes)

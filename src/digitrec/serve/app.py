@@ -6,7 +6,8 @@ bounded at every step:
 - JSON and multipart are parsed in a worker thread, after a cheap upper bound on the number of items;
 - every image is decoded and prepared (ink found, a line cut into digits, each scaled to 28x28) in a sandboxed
   worker process (`sandbox.DecodePool`: memory limit, deadline, killed when the client hangs up); only the
-  model runs in the server's process, in a thread;
+  model runs in the server's process, on one of a few request threads (two per worker; a request that finds
+  none free within QUEUE_WAIT_S is 503);
 - past --max-concurrency requests in flight, 503 with Retry-After; headers and idle connections have
   deadlines, a request's target and headers a size bound, and open connections a bound
   (`protocol.GuardedHttpToolsProtocol`).
@@ -46,7 +47,7 @@ from ..preprocess import Prepared
 from . import metrics
 from . import model as served_model
 from .protocol import GuardedHttpToolsProtocol  # (httptools missing: `serve` says which extra to install)
-from .sandbox import DEFAULT_DEADLINE_S, DEFAULT_MEMORY_MB, DEFAULT_WORKERS, QUEUE_WAIT_S, Cancelled, DecodePool, busy
+from .sandbox import DEFAULT_DEADLINE_S, DEFAULT_MEMORY_MB, DEFAULT_WORKERS, QUEUE_WAIT_S, Cancelled, DecodePool
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 256
@@ -374,6 +375,11 @@ def _record_error(record: dict) -> ApiError | None:
     return ApiError(code, record["error"], verdict=_verdict(record))
 
 
+def _retrieved(job: asyncio.Future) -> None:
+    if not job.cancelled():
+        job.exception()
+
+
 def _prediction(record: dict, probabilities, include_image: bool) -> dict:
     out = {k: record[k] for k in ("digit", "confidence", "uncertain")}
     out["verdict"] = _verdict(record)
@@ -422,28 +428,27 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
                          description="Handwritten digit recognition: predict single digits, read lines of digits.")
     pool.on_replace = metrics.DECODERS_REPLACED.inc
     app.state.decode_pool = pool
-    app.router.on_shutdown.append(pool.close)
     in_flight = {"n": 0}
     freed_memory = FreedMemoryReturner()  # after a burst of requests, their memory goes back to the OS
     # Requests are prepared and run by two threads per preparing worker: enough to keep every worker busy while
     # another thread runs the model, few enough that they rarely wait on each other.  Measured with 16 `hey`
     # clients (Intel Xeon, 2 workers): a thread per request (Starlette's pool: up to 40) made 29-30 context
     # switches a request and 303-320 requests/s; 4 threads 16-17 and 321-345 requests/s, the p99 halved
-    # (137 -> 66 ms); 2, 6 and 8 threads were slower.  Requests beyond them wait in the executor's queue
-    # (bounded by --max-concurrency) and are answered 503 once they have waited QUEUE_WAIT_S there.
+    # (137 -> 66 ms); 2, 3, 6 and 8 threads did worse.  A request waits for a thread at most QUEUE_WAIT_S (then
+    # 503); the queue holds at most --max-concurrency requests, since a request that ends leaves it.
     request_threads = ThreadPoolExecutor(2 * pool.size, thread_name_prefix="digitrec-request")
+    # at shutdown: first drop queued requests, then stop the preparing workers
     app.router.on_shutdown.append(lambda: request_threads.shutdown(wait=False, cancel_futures=True))
+    app.router.on_shutdown.append(pool.close)
     model_sha256 = served_model.file_sha256(predictor.source)
 
     async def prepared(request: Request, items: list[tuple[str, bytes]], line: bool = False, then=None):
-        """Prepare in the sandbox (sandbox.py); stop (and kill the workers) when the client hangs up.  Returns
-        [(name, Prepared)], or then([(name, Prepared)]) run in the same thread (one thread hop a request: each
-        hop costs a request about 0.15 ms)."""
-        cancel = threading.Event()
-        queued = time.monotonic()
-        deadline = queued + REQUEST_BUDGET_S
+        """Prepare on a request thread, in the sandbox (sandbox.py); stop (and kill the workers) when the client
+        hangs up.  Returns [(name, Prepared)], or then([(name, Prepared)]) run in the same thread (preparing,
+        then the model: one thread hop a request).  No thread free within QUEUE_WAIT_S: 503."""
+        cancel, started = threading.Event(), threading.Event()
 
-        def one(data: bytes) -> Prepared:
+        def one(data: bytes, deadline: float) -> Prepared:
             start = time.perf_counter()
             try:
                 return pool.prepare(data, line, deadline, cancel)
@@ -453,13 +458,14 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
                 metrics.DECODE_SECONDS.observe(time.perf_counter() - start)
 
         def work():
-            if time.monotonic() - queued > QUEUE_WAIT_S:  # every request thread was busy all that time
-                ready = [(name, Prepared(NO_DIGITS, error=busy())) for name, _ in items]
-            elif len(items) == 1:  # the common case: no threads to start
-                ready = [(items[0][0], one(items[0][1]))]
+            started.set()
+            deadline = time.monotonic() + REQUEST_BUDGET_S  # from when a thread takes the request up
+            if len(items) == 1:  # the common case: no threads to start
+                ready = [(items[0][0], one(items[0][1], deadline))]
             else:  # a batch's images go to every worker at once: they share one time budget (REQUEST_BUDGET_S)
                 with ThreadPoolExecutor(pool.size) as threads:
-                    ready = list(zip([name for name, _ in items], threads.map(one, [data for _, data in items])))
+                    ready = list(zip([name for name, _ in items],
+                                     threads.map(lambda data: one(data, deadline), [data for _, data in items])))
             return ready if then is None else then(ready)
 
         async def client_gone():
@@ -467,17 +473,26 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
                 pass
 
         job = asyncio.get_running_loop().run_in_executor(request_threads, work)
+        job.add_done_callback(_retrieved)  # a job that outlives its request: its error is nobody's to log
         watcher = asyncio.ensure_future(client_gone())
         try:
-            await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({job, watcher}, timeout=QUEUE_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+            if not done and not started.is_set():  # every request thread busy all that time
+                metrics.REJECTED.inc()
+                raise ApiError("unavailable", f"the server is busy: no request thread was free for "
+                                              f"{QUEUE_WAIT_S:g} s; try again")
+            if not done:
+                await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if not job.done():
-                cancel.set()
                 raise ApiError("client_closed", "the client closed the connection")
+            if job.cancelled():  # dropped from the queue: the server is shutting down
+                raise ApiError("unavailable", "the server is shutting down")
             return job.result()
         except Cancelled:
             raise ApiError("client_closed", "the client closed the connection") from None
         finally:
-            cancel.set()  # also when this handler is cancelled
+            cancel.set()  # a running job stops at its next check (also when this handler is cancelled) ...
+            job.cancel()  # ... and a queued one is dropped (a no-op once it is done)
             watcher.cancel()
 
     def predict_sync(items, include_image):

@@ -21,7 +21,8 @@ LATENCY = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 REQUEST_SECONDS = Histogram("digitrec_http_request_duration_seconds", "HTTP request duration.",
                             ["method", "route", "status"], buckets=LATENCY)
 IN_FLIGHT = Gauge("digitrec_http_requests_in_flight", "HTTP requests being served.", multiprocess_mode="livesum")
-REJECTED = Counter("digitrec_http_requests_rejected_total", "Requests refused with 503 past --max-concurrency.")
+REJECTED = Counter("digitrec_http_requests_rejected_total",
+                   "Requests refused with 503: past --max-concurrency, or no request thread free in time.")
 DECODE_SECONDS = Histogram("digitrec_decode_seconds", "Preparing one image (decode, ink, 28x28) in a worker process.",
                            buckets=LATENCY)
 DECODERS_REPLACED = Counter("digitrec_decode_workers_replaced_total",

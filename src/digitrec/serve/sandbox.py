@@ -193,6 +193,7 @@ class DecodePool:
         self.all: set[_Worker] = set()
         self.replaced = 0  # workers killed or retired and started again
         self.on_replace = lambda: None  # the server counts replacements in its metrics
+        self.closed = False
         try:
             for _ in range(workers):
                 self._add()
@@ -217,7 +218,7 @@ class DecodePool:
     def _refill(self) -> None:
         """Start workers until there are `size` again.  One that fails to start is tried again with the next
         image (and that image is answered 503 meanwhile), so a passing failure never shrinks the pool for good."""
-        if len(self.all) >= self.size or not self.refilling.acquire(blocking=False):
+        if self.closed or len(self.all) >= self.size or not self.refilling.acquire(blocking=False):
             return
         try:
             while len(self.all) < self.size:
@@ -229,26 +230,28 @@ class DecodePool:
 
     def prepare(self, data: bytes, line: bool = False, deadline: float | None = None,
                 cancel: threading.Event | None = None) -> Prepared:
-        """`deadline` (time.monotonic()) bounds the whole request; each image also gets deadline_s."""
+        """`deadline` (time.monotonic()) bounds the whole request; each image also gets deadline_s from when a
+        worker takes it.  Time spent waiting for a worker is the server's fault, not the image's: running out
+        of it is `unavailable` (503), not `too_costly`."""
         now = time.monotonic()
-        limit = now + self.deadline_s if deadline is None else min(deadline, now + self.deadline_s)
         self._refill()
-        self._check(cancel, limit)  # a batch's leftover images after a cancel or its budget: no worker touched
+        # a batch's leftover images after a cancel or once its budget is spent: no worker touched
+        self._check(cancel, now + self.deadline_s if deadline is None else deadline)
+        wait = QUEUE_WAIT_S if deadline is None else min(QUEUE_WAIT_S, deadline - now)
+        worker = self._take(wait)
+        if not worker.process.is_alive():  # died while idle (e.g. the kernel's OOM killer): a fresh one serves
+            self._replace(worker)
+            worker = self._take(wait - (time.monotonic() - now))
         try:
-            worker = self.idle.get(timeout=max(0.0, min(QUEUE_WAIT_S, limit - now)))
-        except queue.Empty:
-            raise busy() from None
-        try:
-            self._check(cancel, limit)
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            if deadline is not None and time.monotonic() > deadline:  # the budget went on waiting
+                raise busy()
         except BaseException:
             self.idle.put(worker)
             raise
-        if not worker.process.is_alive():  # died while idle (e.g. the kernel's OOM killer): a fresh one serves
-            self._replace(worker)
-            try:
-                worker = self.idle.get(timeout=max(0.0, min(QUEUE_WAIT_S, limit - time.monotonic())))
-            except queue.Empty:
-                raise busy() from None
+        now = time.monotonic()
+        limit = now + self.deadline_s if deadline is None else min(deadline, now + self.deadline_s)
         healthy = False
         try:
             worker.conn.send_bytes((LINE if line else DIGIT) + data)
@@ -268,6 +271,12 @@ class DecodePool:
                 self._replace(worker)
         return _answer(header, digits, line)
 
+    def _take(self, wait: float) -> _Worker:
+        try:
+            return self.idle.get(timeout=max(0.0, wait))
+        except queue.Empty:
+            raise busy() from None
+
     def _check(self, cancel: threading.Event | None, limit: float) -> None:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
@@ -279,6 +288,7 @@ class DecodePool:
             return [w.process.pid for w in self.all if w.process.pid]
 
     def close(self) -> None:
+        self.closed = True  # (a request still running must not start workers again)
         with self.lock:
             workers, self.all = list(self.all), set()
         for worker in workers:
