@@ -22,6 +22,7 @@ from benchmarks.common import machine
 from benchmarks.wild import wild_digits, wild_non_digits
 from digitrec.checkpoint import load_model
 from digitrec.data import load_split, split_validation, to_float
+from digitrec.errors import DigitrecError
 from digitrec.outliers import VAL_BANK, outlier_bank
 from digitrec.predict import default_model_path
 from digitrec.preprocess import prepare
@@ -93,4 +94,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DigitrecError as e:  # a missing or unreadable model: one line, not a traceback
+        raise SystemExit(f"error: {e}") from None

@@ -85,6 +85,7 @@ def main():
             digit.save(folder / f"{i:05d}.png")
             digit.resize((56, 56), Image.Resampling.BILINEAR).save(doubled / f"{i:05d}.png")
         labels = test.labels[np.arange(args.images) % len(test)].tolist()
+        answers = {}  # run -> [(digit, verdict)] per image
         for name, model_args in (("shipped model, PyTorch, --precision auto", ["--model", args.model]),
                                  ("shipped model, PyTorch, fp32", ["--model", args.model, "--precision", "fp32"]),
                                  ("float ONNX, onnxruntime", ["--model", str(onnx_path), "--backend", "onnxruntime"]),
@@ -100,10 +101,15 @@ def main():
             if len(rows) != args.images:  # a figure "% correct" only over every image asked for
                 raise SystemExit(f"digitrec predict answered {len(rows)} of {args.images} images:\n"
                                  f"{result.stderr[-2000:]}")
+            answers[name] = [tuple(row.split(",")[1:3]) for row in rows]  # path,digit,verdict,...
             right = sum(int(row.split(",")[1]) == label for row, label in zip(rows, labels) if row.split(",")[1])
             print(f"digitrec predict on a folder of {len(rows)} PNGs ({name}): {seconds:.1f} s whole process, "
                   f"{len(rows) / max(seconds, 1e-9):.0f} images/s, {100 * right / max(len(rows), 1):.2f}% correct",
                   flush=True)
+        auto, fp32 = answers["shipped model, PyTorch, --precision auto"], answers["shipped model, PyTorch, fp32"]
+        print(f"--precision auto against fp32, the same {len(auto)} PNGs: "
+              f"{sum(a[0] != b[0] for a, b in zip(auto, fp32))} digits and "
+              f"{sum(a[1] != b[1] for a, b in zip(auto, fp32))} verdicts differ")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 if __name__ == "__main__":

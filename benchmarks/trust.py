@@ -22,6 +22,7 @@ from benchmarks.wild import DEBIAN_FONTS, handwriting_fonts, wild_digits, wild_l
 from digitrec.calibration import calibration_report
 from digitrec.checkpoint import load_model
 from digitrec.data import load_split, to_float
+from digitrec.errors import DigitrecError
 from digitrec.inference import evaluate_split, predictive_model
 from digitrec.predict import Predictor, default_model_path, predict_images, read_images
 
@@ -172,4 +173,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DigitrecError as e:  # a missing or unreadable model: one line, not a traceback
+        raise SystemExit(f"error: {e}") from None

@@ -130,9 +130,9 @@ def resolve_precision(precision: str, device) -> str:
 
 def inference_precision(precision: str, device, trained_in: str | None) -> str:
     """The precision a model predicts in.  auto -> bf16 where the hardware has it and the model was trained in
-    bf16 (it predicts in the precision it learnt in: measured, the shipped model's 10,000 MNIST test predictions
-    and verdicts are the same in bf16 as in fp32, at 4-5x the images/s in bulk on an AMX CPU), fp32 otherwise (a seed
-    model's math stays exact)."""
+    bf16 (it predicts in the precision it learnt in: measured by `make bench-infer`, the shipped model's 10,000
+    MNIST test digits give all but a digit or two the same answer and verdict as in fp32, at 4-5x the images/s
+    in bulk on an AMX CPU), fp32 otherwise (a seed model's math stays exact)."""
     if precision == "auto":
         return "bf16" if trained_in == "bf16" and bf16_in_hardware(device) else "fp32"
     return resolve_precision(precision, device)

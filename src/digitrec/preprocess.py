@@ -326,9 +326,10 @@ def mnist_form(grey: np.ndarray) -> np.ndarray | None:
     """The image itself (ink 1 at its strongest) when it already has MNIST's form, else None: 28x28, ink on a
     background of exactly 0 once the polarity is turned, the ink's box 20 px on its longer side (19: anti-aliased
     edges), its centre of mass within half a pixel of the middle.  The bounds are MNIST's own, read off the
-    60,000 training digits: every box 19 or 20 px, every centre of mass within 0.5 px but 2 (0.52 px).  Preparing such an image again would only resample it: the 10,000 MNIST test digits as PNGs
-    scored 99.49% through find_ink and to_mnist, 99.59% as they are (`digitrec predict` with the shipped
-    model), and taking them as they are costs a sixth of the time."""
+    60,000 training digits: every box 19 or 20 px, every centre of mass within 0.5 px but 2 (0.52 px).
+    Preparing such an image again would only resample it: the 10,000 MNIST test digits as PNGs scored 99.49%
+    through find_ink and to_mnist, 99.59% as they are (`digitrec predict` with the `wide` model shipped then),
+    and taking them as they are costs a sixth of the time."""
     if grey.shape != (28, 28):
         return None
     ink = 1.0 - grey if ink_is_dark(grey) else grey
