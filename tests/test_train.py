@@ -146,3 +146,30 @@ def test_an_unknown_recipe_is_one_clear_error_naming_the_known_ones():
     with pytest.raises(DigitrecError, match=r"^unknown recipe 'nope'; choose from seed, fast, best") as e:
         get_recipe("nope")
     assert e.value.code == "invalid_input"
+
+
+@pytest.mark.mnist
+def test_a_run_started_from_a_model_begins_at_its_weights_and_records_it(small_data, tmp_path):
+    """--init (fine-tuning): with a learning rate too small to move anything, the weights stay the starting
+    model's; from random weights they do not.  The start is fingerprinted, and another architecture refused."""
+    one = RECIPES["seed"].with_overrides(epochs=1)
+    start = train(one, data_dir=small_data, out=tmp_path / "start", seed=1, device="cpu", log=quiet)
+    still = one.with_overrides(lr=1e-12, schedule="constant")
+    tuned = train(still, data_dir=small_data, out=tmp_path / "tuned", seed=2, device="cpu", log=quiet,
+                  init=tmp_path / "start")
+    fresh = train(still, data_dir=small_data, seed=2, device="cpu", log=quiet)
+    tuned_weights = dict(tuned.model.named_parameters())  # (BatchNorm's running statistics move without lr)
+    for name, weight in start.model.named_parameters():
+        assert torch.allclose(tuned_weights[name], weight, atol=1e-6), name
+    assert not torch.allclose(fresh.model.out.weight, start.model.out.weight, atol=1e-3)
+    # (BatchNorm's statistics, re-estimated over the epoch, move the accuracy by a point or two; none learnt.)
+    assert abs(tuned.test_accuracy - start.test_accuracy) <= 3 and fresh.test_accuracy < 30
+    recorded = json.loads((tmp_path / "tuned" / "config.json").read_text())["init"]
+    meta = load_model(tmp_path / "tuned")[1]
+    assert recorded["file"] == meta.init["file"] == "model.safetensors" and len(recorded["sha256"]) == 64
+    fast = train(RECIPES["fast"].with_overrides(train_fraction=0.1, validation=0), data_dir=small_data,
+                 out=tmp_path / "fast", device="cpu", log=quiet)
+    with pytest.raises(DigitrecError, match="cannot start from .* a 'fast' model of mnist, the recipe trains 'seed'"):
+        train(one, data_dir=small_data, out=tmp_path / "wrong", device="cpu", log=quiet, init=fast.run_dir)
+    with pytest.raises(DigitrecError, match="init does not apply"):
+        train(None, data_dir=small_data, out=tmp_path / "tuned", resume=True, device="cpu", init=tmp_path / "start")

@@ -177,6 +177,7 @@ def _training_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--device", default="auto", help="auto (default: cuda, then mps, then cpu), cpu, cuda or mps")
     c.add_argument("--data-dir", default="data", help="root folder of the data sets (default: data)")
     c.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run where its last checkpoint ends")
+    c.add_argument("--init", metavar="MODEL", help="start from this model's weights (fine-tuning; same architecture)")
     c.add_argument("--compile", action="store_true", help="torch.compile the model (mostly useful on CUDA)")
     c.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="override the recipe's: auto = bf16 autocast where the hardware has bf16 (not for seed)")
@@ -227,7 +228,7 @@ def _cmd_train(a, teacher: str | None = None) -> int:
         # ignore rather than drop it silently.
         ignored = [opt for opt, value in (("--recipe", a.recipe), ("--dataset", a.dataset), ("--epochs", a.epochs),
                                           ("--batch-size", a.batch_size), ("--lr", a.lr), ("--seed", a.seed),
-                                          ("--out", a.out), ("--precision", a.precision))
+                                          ("--out", a.out), ("--precision", a.precision), ("--init", a.init))
                    if value is not None] + ["--set"] * bool(a.set)
         if ignored:
             raise DigitrecError(f"--resume continues the run as it was started; {ignored[0]} cannot change it "
@@ -248,7 +249,7 @@ def _cmd_train(a, teacher: str | None = None) -> int:
     try:
         train(recipe, dataset=dataset, data_dir=a.data_dir, out=out, seed=a.seed or 0, device=a.device,
               resume=bool(a.resume), compile=a.compile, progress=progress, precision=a.precision,
-              on_epoch=board and board.on_epoch, teacher=teacher)
+              on_epoch=board and board.on_epoch, teacher=teacher, init=a.init)
     finally:
         if board:
             board.close()

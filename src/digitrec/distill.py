@@ -27,9 +27,9 @@ from .errors import DigitrecError
 
 
 @dataclass(frozen=True)
-class Teacher:
-    """Which model teaches: its file (resolved from a run folder) and that file's SHA-256.  The fingerprint goes
-    into config.json and the student's metadata, and a resumed run must name the same teacher."""
+class ModelFile:
+    """A model file another run starts from or learns from (resolved from a run folder) and that file's SHA-256.
+    The fingerprint goes into config.json and the new model's metadata."""
 
     path: Path
     sha256: str
@@ -40,11 +40,15 @@ class Teacher:
         try:
             return cls(path, sha256_file(path))
         except OSError as e:
-            raise DigitrecError(f"cannot read teacher {path}: {e.strerror or e}", code="not_found") from None
+            raise DigitrecError(f"cannot read {path}: {e.strerror or e}", code="not_found") from None
 
     def to_dict(self) -> dict:
         """As recorded: the file name only (folders differ between machines; the SHA-256 names the file)."""
         return {"file": self.path.name, "sha256": self.sha256}
+
+
+class Teacher(ModelFile):
+    """Which model teaches.  A resumed run must name the same teacher (check_resumed)."""
 
     def load(self, dataset: str, device: torch.device) -> nn.Module:
         """The teacher in eval mode on `device`, refused in one line unless it knows `dataset`'s classes."""

@@ -46,6 +46,8 @@ class ModelMeta:
     data_sha256: dict | None = None  # data file name -> SHA-256
     # A distilled model's teacher (distill.py): {"file": its file name (no folders), "sha256": of that file}.
     teacher: dict | None = None
+    # A fine-tuned model's starting weights (train(init=...)): {"file": its file name, "sha256": of that file}.
+    init: dict | None = None
     digitrec_version: str | None = None
     calibration: dict | None = None  # inference.Calibration.to_dict(); read it with Calibration.from_meta
     calibration_validation: dict | None = None  # what the calibration achieved on the validation data

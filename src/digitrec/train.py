@@ -27,7 +27,7 @@ from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint,
 from .calibration import calibrate, expected_calibration_error
 from .data import (Split, batches, data_hashes, dataset_spec, load_split, say, split_validation, to_float,
                    validation_indices)
-from .distill import Teacher, check_resumed, soft_target_loss
+from .distill import ModelFile, Teacher, check_resumed, soft_target_loss
 from .errors import DigitrecError
 from .inference import autocast, evaluate_split, predictive_model, resolve_precision, select_device
 from .memory import keep_freed_memory
@@ -92,7 +92,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
           out: str | os.PathLike | None = None, seed: int = 0, device: str = "auto", resume: bool = False,
           compile: bool = False, progress: bool | None = None, precision: str | None = None,
           log: Callable[[str], None] = say, on_epoch: Callable[[dict, nn.Module], None] | None = None,
-          teacher: str | os.PathLike | None = None) -> RunResult:
+          teacher: str | os.PathLike | None = None, init: str | os.PathLike | None = None) -> RunResult:
     """Train `recipe` and evaluate on the test split after each epoch (after the last only, when the recipe
     has test_each_epoch=False).
 
@@ -104,9 +104,15 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
             and the model as it is evaluated, e.g. digitrec.tensorboard's writer.
     teacher: a model file or run folder to distill from (distill.py): the digits' loss becomes the recipe's
             mix of cross-entropy on the labels and the teacher's soft targets.  A resumed run needs the same one.
+    init:   a model file or run folder to start from instead of random weights (fine-tuning: e.g. the shipped
+            model taught new non-digits in a few epochs); its architecture and data set must be the recipe's.
+            Recorded in config.json and the metadata; a resumed run starts from its own checkpoint.
     """
     run_dir = Path(out) if out is not None else None
     teacher = Teacher.of(teacher) if teacher is not None else None
+    if init is not None and resume:
+        raise DigitrecError("a resumed run continues from its own checkpoint: init does not apply")
+    init = ModelFile.of(init) if init is not None else None
     if run_dir is not None:
         config = _start_run_dir(run_dir, resume)
         if config:  # a resumed run keeps what it was started with
@@ -114,6 +120,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
                 raise DigitrecError(f"{run_dir} was started with another recipe; resume it with recipe=None")
             check_resumed(config.get("teacher"), teacher, run_dir)
             recipe, seed, dataset = Recipe.from_dict(config["recipe"]), config["seed"], config["dataset"]
+            init = ModelFile(Path(config["init"]["path"]), config["init"]["sha256"]) if config.get("init") else None
     elif resume:
         raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
     if not isinstance(recipe, Recipe):  # None is fine only when resuming: the run's own recipe is used
@@ -171,6 +178,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
             ema.load_state_dict(state["ema"])
         history, start_epoch = state["history"], state["epoch"]
         log(f"resuming {run_dir} after epoch {start_epoch}/{recipe.epochs}")
+    elif init is not None:  # (also a resumed run stopped before its first checkpoint)
+        _start_from(net, init, recipe, dataset)
 
     hashes = data_hashes(dataset, data_dir)
     config = {"recipe": recipe.to_dict(), "seed": seed, "dataset": dataset, "data_dir": str(data_dir),
@@ -179,6 +188,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
               "versions": {"python": platform.python_version(), "torch": torch.__version__, "digitrec": __version__}}
     if teacher is not None:
         config["teacher"] = teacher.to_dict()
+    if init is not None:
+        config["init"] = {**init.to_dict(), "path": str(init.path)}  # the path: to start again on resume
     if run_dir is not None and world.is_main and start_epoch == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
@@ -195,7 +206,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
         return ModelMeta(architecture=recipe.model, recipe=recipe.to_dict(), dataset=dataset,
                          classes=list(spec.classes), epoch=epoch, test_accuracy=accuracy, seed=seed,
                          precision=precision, data_sha256=hashes, teacher=teacher.to_dict() if teacher else None,
-                         digitrec_version=__version__)
+                         init=init.to_dict() if init else None, digitrec_version=__version__)
 
     for epoch in range(start_epoch, recipe.epochs):
         started = time.perf_counter()
@@ -307,6 +318,19 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     if world.is_main:
         log(f"Test Accuracy: {accuracy:.2f}%" + (" (with test-time shifts)" if recipe.tta else ""))
     return RunResult(eval_model, history, run_dir, accuracy, final)
+
+
+def _start_from(net: nn.Module, init: ModelFile, recipe: Recipe, dataset: str) -> None:
+    """Copy the weights of `init` into `net`, refusing a model of another architecture or data set."""
+    from .checkpoint import load_model
+
+    if ModelFile.of(init.path).sha256 != init.sha256:
+        raise DigitrecError(f"cannot start from {init.path}: the file changed since the run began", code="invalid_model")
+    start, meta = load_model(init.path)
+    if meta.architecture != recipe.model or meta.dataset != dataset:
+        raise DigitrecError(f"cannot start from {init.path}: it is a {meta.architecture!r} model of {meta.dataset}, "
+                            f"the recipe trains {recipe.model!r} on {dataset}")
+    net.load_state_dict(start.state_dict())
 
 
 def _quiet(line: str) -> None:
