@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine
-from benchmarks.wild import DEBIAN_FONTS, handwriting_fonts, wild_digits, wild_lines, wild_non_digits
+from benchmarks.wild import (DEBIAN_FONTS, handwriting_fonts, later_doodles, wild_digits, wild_lines,
+                             wild_non_digits)
 from digitrec.calibration import calibration_report
 from digitrec.checkpoint import load_model
 from digitrec.data import load_split, to_float
@@ -139,6 +140,23 @@ def main() -> None:
           f"not a digit or uncertain {n['not_a_digit_or_uncertain']:.1%}, confident digit {n['confident_digit']:.1%}")
     print("  per kind: " + ", ".join(f"{k} (n={v['n']}) confident {v['confident_digit']:.0%} / not a digit "
                                      f"{v['not_a_digit']:.0%}" for k, v in n["per_kind"].items()))
+
+    # 3b. Doodles of families written after the training outliers' icons (own seed: the sets above and below
+    # stay the same images as before they were added).
+    later = later_doodles(np.random.default_rng(2027), 5 if a.quick else 20)
+    records = predict_images([(kind, data) for kind, data in later], predictor)
+    by_kind = collections.defaultdict(list)
+    for (kind, _), r in zip(later, records):
+        by_kind[kind].append(r)
+    figures["later_doodles"] = {
+        "n": len(records), "not_a_digit": share(records, {"not_a_digit"}),
+        "not_a_digit_or_uncertain": share(records, {"not_a_digit", "uncertain", "no_ink"}),
+        "confident_digit": share(records, {"digit"}),
+        "per_kind": {k: {"n": len(v), "confident_digit": share(v, {"digit"})} for k, v in by_kind.items()}}
+    d = figures["later_doodles"]
+    print(f"doodles of families never drawn in training code ({d['n']}): not a digit {d['not_a_digit']:.1%}, not a "
+          f"digit or uncertain {d['not_a_digit_or_uncertain']:.1%}, confident digit {d['confident_digit']:.1%}")
+    print("  per kind, confident: " + ", ".join(f"{k} {v['confident_digit']:.0%}" for k, v in d["per_kind"].items()))
 
     # 4. Lines of handwritten-font digits.
     lines = wild_lines(rng, 40 if a.quick else 150)

@@ -82,3 +82,48 @@ def test_read_marks_a_non_digit_with_a_question_mark(predictor, tmp_path):
     assert record["digits"][1]["verdict"] == "not_a_digit" and record["digits"][1]["digit"] is None
     result = run_cli("read", str(tmp_path / "line.png"))
     assert result.returncode == 0 and "4?7" in result.stdout
+
+
+def test_hollow_augmentation_draws_outlines_of_the_strokes():
+    """augment.hollow: a filled bar becomes its outline (ink at the edges, none in the middle) for the share of
+    images asked, and the other images are left as they were."""
+    import torch
+
+    from digitrec.augment import random_affine
+    from digitrec.recipes import Augment
+
+    bars = torch.zeros(200, 1, 28, 28)
+    bars[:, :, 6:22, 10:18] = 1.0
+    torch.manual_seed(0)
+    out = random_affine(bars, Augment(hollow=0.5))
+    hollow = out[:, 0, 14, 14] == 0  # the bar's middle emptied
+    assert 70 <= int(hollow.sum()) <= 130
+    assert (out[hollow][:, 0, 14, 9] == 1).all() and (out[hollow][:, 0, 14, 18] == 1).all()  # its edges inked
+    assert torch.allclose(out[~hollow], bars[~hollow], atol=1e-5)  # (an identity grid_sample, not bit-exact)
+
+
+def test_icon_outliers_are_ink_and_not_one_thin_bar():
+    """Every family of the `icons` outliers draws something the preprocessing keeps, and no family is a 1."""
+    from digitrec.outliers import _looks_like_a_one, draw_icon, to_digit_space
+
+    rng = np.random.default_rng(3)
+    for family in range(5):
+        digits = [to_digit_space(draw_icon(rng, 96, family)) for _ in range(20)]
+        assert all(d is not None and d.max() > 200 for d in digits), family
+        assert sum(_looks_like_a_one(d) for d in digits) <= 2, family
+
+
+def test_aspect_augmentation_changes_the_width_alone():
+    """augment.aspect: a square's width varies both ways within 1/(1+aspect)..1+aspect; its height does not."""
+    import torch
+
+    from digitrec.augment import random_affine
+    from digitrec.recipes import Augment
+
+    squares = torch.zeros(300, 1, 28, 28)
+    squares[:, :, 10:18, 10:18] = 1.0
+    torch.manual_seed(1)
+    out = random_affine(squares, Augment(aspect=0.5))
+    width, height = (out[:, 0] > 0.5).any(1).sum(1).float(), (out[:, 0] > 0.5).any(2).sum(1).float()
+    assert (height == 8).all()
+    assert width.min() <= 6 and width.max() >= 11 and (width >= 8 / 1.5 - 1).all() and (width <= 8 * 1.5 + 1).all()

@@ -1,6 +1,6 @@
 """Augmentation of whole batches on the batch's device: per image one random affine map and, if the recipe asks,
 a smooth elastic warp, applied with a single affine_grid + grid_sample call; then an optional random change of
-stroke weight.  No per-sample Python, no extra dependency."""
+stroke weight, and outlines instead of strokes for a share of the images.  No per-sample Python, no extra dependency."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ def random_affine(x: torch.Tensor, aug: Augment) -> torch.Tensor:
     # affine_grid maps output coordinates to input ones in [-1, 1] (2 units = image size): invert the zoom.
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     tx, ty = rand() * 2 * aug.translate, rand() * 2 * aug.translate
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    # Wider or narrower hands: the width alone scaled by a factor log-uniform in [1/(1+aspect), 1+aspect].
+    wide = torch.exp(rand() * math.log1p(aug.aspect))
+    theta = torch.stack([torch.stack([cos / wide, -sin / wide, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     if aug.elastic > 0:
         # A random displacement on a coarse 4x4 lattice, smoothly upsampled: the whole digit bends a little, as
@@ -36,4 +38,10 @@ def random_affine(x: torch.Tensor, aug: Augment) -> torch.Tensor:
         s = (rand() * aug.thickness).view(n, 1, 1, 1).to(x.dtype)
         thicker, thinner = F.max_pool2d(out, 3, 1, 1), -F.max_pool2d(-out, 3, 1, 1)
         out = out + s.clamp(min=0) * (thicker - out) + (-s).clamp(min=0) * (thinner - out)
+    if aug.hollow > 0:
+        # Outline lettering: the stroke made a pixel bolder (3x3 dilation), minus its 3x3 erosion, leaves a
+        # one-to-two-pixel edge on both sides; doubled, since an edge of a soft stroke is fainter than the stroke.
+        bold = F.max_pool2d(out, 3, 1, 1)
+        outline = ((bold + F.max_pool2d(-bold, 3, 1, 1)) * 2).clamp(0, 1)
+        out = torch.where((torch.rand(n, device=x.device) < aug.hollow).view(n, 1, 1, 1), outline, out)
     return out

@@ -9,6 +9,9 @@ it will actually be shown.  Four kinds, all synthesised from allowed sources:
   (O, l, I, S, Z, B, g, q, ...);
 - procedural scribbles and shapes (zigzags, stars, crosses, grids, hatching, spirals, blobs), but no lone
   straight line (a 1) and no plain ellipse (a 0);
+- icons: drawings put together from parts (an outline with separate marks inside, a loop with a dent, a
+  shaft with a pointed head, a roof or canopy on a centred post, a few small shapes apart), the kinds of
+  doodle that the first outlier kinds left a network reading as a 0, 1 or 4;
 - clothing photos: Fashion-MNIST's training split, as dark objects on light paper;
 - two MNIST training digits drawn over each other.
 
@@ -29,9 +32,9 @@ from .data import load_split, say, validation_indices
 from .errors import DigitrecError
 from .preprocess import find_ink, to_mnist
 
-BANK_VERSION = 1
+BANK_VERSION = 3  # 3: icons added (2 was an experiment that never shipped; its cached banks may linger)
 TRAIN_BANK, VAL_BANK = 24_000, 2_000  # outliers made for training, and held out for choosing the threshold
-KINDS = ("letters", "scribbles", "clothing", "pairs")
+KINDS = ("letters", "scribbles", "icons", "clothing", "pairs")
 # Letters and signs whose handwritten forms are not digits.  Left out: O o Q D (0), I l i j J | ! / \ ( ) [ ] (1),
 # Z z ? (2), S s $ (5), b G (6), T t (7), B (8), g q P (9), y Y (4).
 NOT_DIGIT_CHARS = ("ACEFHKLMNRUVWXacefhkmnruvwx" "#%&*+=@<>{}~" "αβγδλμπσφψωΓΔΛΞΠΣΦΨΩ" "жшщыюяфдЖШЩЫЮЯФДЛ" "€£¥§¶©®")
@@ -137,6 +140,93 @@ def draw_scribble(rng: np.random.Generator, side: int = 96) -> Image.Image:
     return paper
 
 
+def _mark(rng: np.random.Generator, draw: ImageDraw.ImageDraw, x: float, y: float, size: float, ink: int,
+          width: int) -> None:
+    """A small separate mark centred on (x, y): a dot, a dash or a little arc."""
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        draw.ellipse([x - size / 2, y - size / 2, x + size / 2, y + size / 2], fill=ink)
+    elif kind == 1:
+        a = rng.uniform(0, math.pi)
+        dx, dy = size * math.cos(a), size * math.sin(a)
+        draw.line([(x - dx, y - dy), (x + dx, y + dy)], fill=ink, width=width)
+    else:
+        start = rng.uniform(0, 360)
+        draw.arc([x - size, y - size, x + size, y + size], start, start + rng.uniform(90, 200), fill=ink, width=width)
+
+
+def draw_icon(rng: np.random.Generator, side: int = 96, family: int | None = None) -> Image.Image:
+    """A drawing put together from parts, each kind chosen so that no digit is drawn that way (a digit is one
+    or two strokes; these have separate marks inside an outline, a dent, a symmetric head, a centred post)."""
+    paper, draw = _paper(rng, side)
+    ink, width = _ink(rng), int(rng.integers(max(2, side // 40), side // 12 + 1))
+    c, r = side / 2, side * rng.uniform(0.3, 0.42)
+    family = rng.integers(0, 5) if family is None else family
+    if family == 0:  # an outline (round or boxy) with 2-4 separate marks inside it: faces, signs, icons
+        squash = rng.uniform(0.75, 1.0)
+        box = [c - r, c - r * squash, c + r, c + r * squash]
+        if rng.random() < 0.6:
+            draw.ellipse(box, outline=ink, width=width)
+        else:
+            draw.rounded_rectangle(box, radius=r * rng.uniform(0, 0.4), outline=ink, width=width)
+        # Marks big and bold enough to survive shrinking to 20 pixels: a ring alone would be a 0.
+        for _ in range(int(rng.integers(2, 5))):
+            a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.5) * r
+            _mark(rng, draw, c + d * math.cos(a), c + d * math.sin(a) * squash, r * rng.uniform(0.2, 0.3), ink,
+                  width)
+    elif family == 1:  # a closed loop with one or two dents (a 0 bulges everywhere): hearts, beans, leaves
+        t = np.linspace(0, 2 * math.pi, 160)
+        rad = np.ones_like(t)
+        for _ in range(int(rng.integers(1, 3))):
+            at, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.7)  # deep: a 0 may be a little dented
+            gap = np.abs(np.angle(np.exp(1j * (t - at))))
+            rad -= depth * np.clip(1 - gap / rng.uniform(0.4, 0.9), 0, 1)
+        if rng.random() < 0.5:  # and a point opposite the first dent, as a heart has
+            rad += 0.25 * np.clip(1 - np.abs(np.angle(np.exp(1j * (t - t[rad.argmin()] - math.pi)))) / 0.5, 0, 1)
+        aspect = rng.uniform(0.8, 1.2)
+        draw.line(list(zip(c + r * rad * np.cos(t) * aspect, c + r * rad * np.sin(t))), fill=ink, width=width,
+                  joint="curve")
+    elif family == 2:  # a shaft with a symmetric pointed head (at one end or both), sometimes feathers
+        a = rng.uniform(0, 2 * math.pi)
+        tail, tip = (c - r * math.cos(a), c - r * math.sin(a)), (c + r * math.cos(a), c + r * math.sin(a))
+        draw.line([tail, tip], fill=ink, width=width)
+        spread, length = rng.uniform(2.4, 2.8), r * rng.uniform(0.3, 0.55)
+        ends = [(tip, a), (tail, a + math.pi)] if rng.random() < 0.3 else [(tip, a)]
+        for (x, y), b in ends:
+            head = [(x + length * math.cos(b + spread), y + length * math.sin(b + spread)), (x, y),
+                    (x + length * math.cos(b - spread), y + length * math.sin(b - spread))]
+            draw.line(head, fill=ink, width=width) if rng.random() < 0.7 else draw.polygon(head, fill=ink)
+        if len(ends) == 1 and rng.random() < 0.4:  # feathers at the tail
+            for k in (0.0, 0.15):
+                x, y = tail[0] + k * 2 * r * math.cos(a), tail[1] + k * 2 * r * math.sin(a)
+                for b in (a + 2.4, a - 2.4):
+                    draw.line([(x, y), (x - length * 0.6 * math.cos(b), y - length * 0.6 * math.sin(b))],
+                              fill=ink, width=max(2, width - 1))
+    elif family == 3:  # a roof, a triangle or a canopy on a post from its middle: trees, umbrellas, signs
+        top, base = c - r, c + r * rng.uniform(-0.1, 0.25)
+        half = r * rng.uniform(0.55, 0.9)
+        if rng.random() < 0.5:
+            draw.polygon([(c - half, base), (c, top), (c + half, base)], outline=ink, width=width)
+        else:
+            draw.chord([c - half, top, c + half, top + 2 * (base - top)], 180, 360, outline=ink, width=width)
+        draw.line([(c, base), (c, c + r)], fill=ink, width=width)
+        if rng.random() < 0.4:  # a foot or a handle
+            draw.line([(c - half * 0.4, c + r), (c + half * 0.4, c + r)], fill=ink, width=width)
+    else:  # 2-4 small shapes apart: circles, boxes, triangles, ticks
+        for _ in range(int(rng.integers(2, 5))):
+            x, y, s = *_points(rng, 1, side, 0.25)[0], side * rng.uniform(0.08, 0.16)
+            shape = rng.integers(0, 3)
+            if shape == 0:
+                draw.ellipse([x - s, y - s, x + s, y + s], outline=ink, width=max(2, width - 1))
+            elif shape == 1:
+                draw.rectangle([x - s, y - s, x + s, y + s], outline=ink, width=max(2, width - 1))
+            else:
+                draw.polygon([(x - s, y + s), (x, y - s), (x + s, y + s)], outline=ink, width=max(2, width - 1))
+    if rng.random() < 0.3:
+        paper = paper.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+    return paper.rotate(rng.uniform(-20, 20), resample=Image.Resampling.BILINEAR, fillcolor=255)
+
+
 def draw_clothing(rng: np.random.Generator, image: np.ndarray) -> Image.Image:
     """A Fashion-MNIST item (white on black, 28x28) as a photo of a dark object on light paper."""
     side = int(rng.integers(56, 113))
@@ -163,7 +253,7 @@ def _looks_like_a_one(digit: np.ndarray) -> bool:
 
 def make_outliers(n: int, data_dir: str | os.PathLike, part: str = "train", seed: int = 0,
                   log=say) -> np.ndarray:
-    """n outliers (uint8 [n, 28, 28]), a quarter of each kind.  part="train" draws clothing and digit pairs from
+    """n outliers (uint8 [n, 28, 28]), a fifth of each kind.  part="train" draws clothing and digit pairs from
     the training images that recipes train on; part="val" from those held out (clothing: the last 10,000 of
     Fashion-MNIST's training split; pairs: the validation carve of MNIST), with another seed."""
     if part not in ("train", "val"):
@@ -185,6 +275,8 @@ def make_outliers(n: int, data_dir: str | os.PathLike, part: str = "train", seed
                               int(rng.integers(56, 129)))
         elif kind == "scribbles":
             paper = draw_scribble(rng, int(rng.integers(56, 129)))
+        elif kind == "icons":
+            paper = draw_icon(rng, int(rng.integers(56, 129)))
         elif kind == "clothing":
             paper = draw_clothing(rng, fashion[rng.integers(len(fashion))])
         else:
