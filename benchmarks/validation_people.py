@@ -3,7 +3,10 @@ holds out (data.split_validation), drawn as photos, scans and canvases (tests/sy
 through the whole predict path.  This is how the shipped model was chosen between candidate runs: MNIST-style
 validation digits alone did not show that a candidate called one in seven real digits "not a digit".  A second
 line shows the same digits written a third wider (dark on light, 76x56): MNIST's writers drew narrow digits,
-other people round ones, and a network taught that loops can be non-digits may reject round 0s.
+other people round ones, and a network taught that loops can be non-digits may reject round 0s.  A third line:
+the held-out synthetic non-digits (outliers.py's "val" bank, the one calibration uses), as the model answers them;
+a fourth: 2,000 held-out digits printed in DejaVu fonts (outliers.make_printed_digits, part "val"), a stand-in
+on validation data for digits of shapes MNIST lacks.
 
     python -m benchmarks.validation_people MODEL [MODEL ...] [--data-dir data] [--digits 150]
 """
@@ -20,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from digitrec.data import load_split, split_validation
+from digitrec.outliers import VAL_BANK, outlier_bank, printed_digit_bank
 from digitrec.predict import Predictor, predict_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -46,8 +50,18 @@ def main() -> None:
             buffer, "PNG")
         wide.append(("wide", buffer.getvalue()))
         wide_labels.append(int(validation.labels[i]))
+    bank = outlier_bank(a.data_dir, "val", VAL_BANK)
+    printed, printed_labels = printed_digit_bank(a.data_dir, "val", 2000)
     for model in a.models:
         predictor = Predictor(model)
+        verdicts = [predictor.describe(p)["verdict"] for p in predictor.probabilities(list(bank / np.float32(255)))]
+        print(f"{model}: {len(bank)} held-out synthetic non-digits: not a digit "
+              f"{verdicts.count('not_a_digit') / len(bank):.1%}, confident digit {verdicts.count('digit') / len(bank):.1%}")
+        records = [predictor.describe(p) for p in predictor.probabilities(list(printed / np.float32(255)))]
+        right = np.mean([r["digit"] == y for r, y in zip(records, printed_labels)])
+        print(f"{model}: {len(records)} held-out printed digits: right {right:.2%}, not a digit "
+              f"{np.mean([r['verdict'] == 'not_a_digit' for r in records]):.2%}, flagged "
+              f"{np.mean([r['verdict'] != 'digit' for r in records]):.2%}")
         for what, images, truth in (("as people's images", items, labels), ("written a third wider", wide,
                                                                               wide_labels)):
             records = predict_images(images, predictor)

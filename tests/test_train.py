@@ -173,3 +173,10 @@ def test_a_run_started_from_a_model_begins_at_its_weights_and_records_it(small_d
         train(one, data_dir=small_data, out=tmp_path / "wrong", device="cpu", log=quiet, init=fast.run_dir)
     with pytest.raises(DigitrecError, match="init does not apply"):
         train(None, data_dir=small_data, out=tmp_path / "tuned", resume=True, device="cpu", init=tmp_path / "start")
+
+
+@pytest.mark.mnist
+def test_digit_only_batches_are_refused_for_another_data_set(small_data):
+    """best's synthesised non-digits and printed digits only make sense beside digits: one line for clothing."""
+    with pytest.raises(DigitrecError, match="are for mnist, not fashion-mnist: add --set outliers=0 --set printed=0"):
+        train(RECIPES["best"], dataset="fashion-mnist", data_dir=small_data, device="cpu", log=quiet)

@@ -53,6 +53,7 @@ LIMITS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "augment.aspect": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "outliers": (lambda v: 0 <= v <= 4, "in [0, 4] non-digits per digit"),
     "outlier_weight": (lambda v: v >= 0, "zero or positive"),
+    "printed": (lambda v: 0 <= v <= 1, "in [0, 1] printed digits per digit"),
     "distill_temperature": (lambda v: v > 0, "positive"),
     "distill_weight": (lambda v: 0 <= v <= 1, "in [0, 1]"),
 }
@@ -112,6 +113,9 @@ class Recipe:
     # probabilities for all ten digits with this weight (Hendrycks et al. 2019 use 0.5).  0: off.
     outliers: float = 0.0
     outlier_weight: float = 0.5
+    # Digits printed in DejaVu fonts (outliers.make_printed_digits): this many per MNIST digit in each batch,
+    # labelled like them.  0: off.
+    printed: float = 0.0
     # Distillation (distill.py; only with a teacher, `digitrec distill`): the soft targets are the teacher's
     # softmax at this temperature, and their loss takes this share of the digits' loss (the rest is the usual
     # cross-entropy on the labels).  Hinton et al. 2015 use a temperature of a few and most weight on soft targets.
@@ -312,7 +316,7 @@ RECIPES: dict[str, Recipe] = {
                    momentum=0.9, weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1,
                    augment=Augment(degrees=12.0, translate=0.1, scale=(0.9, 1.1), thickness=0.5, elastic=1.5,
                                    hollow=0.05, aspect=0.3),
-                   ema_decay=0.999, outliers=0.25),
+                   ema_decay=0.999, outliers=0.25, printed=0.125),
 }
 
 

@@ -128,6 +128,9 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
 
     if precision is not None:
         recipe = recipe.with_overrides(precision=precision)
+    if dataset != "mnist" and (recipe.outliers or recipe.printed):  # both are made for telling digits apart
+        raise DigitrecError(f"the recipe's synthesised non-digits and printed digits are for mnist, not {dataset}: "
+                            "add --set outliers=0 --set printed=0")
     dev = select_device(device)
     precision = resolve_precision(recipe.precision, dev)
     keep_freed_memory()
@@ -146,11 +149,21 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
 
         bank_size = min(TRAIN_BANK, len(train_split) // 2)  # fewer for a small data set: made in seconds
         outliers = torch.from_numpy(outlier_bank(data_dir, "train", bank_size, log=log if world.is_main else _quiet))
+    printed = None
+    if recipe.printed:  # labelled printed-font digits beside MNIST's in every batch
+        from .outliers import PRINTED_BANK, printed_digit_bank
+
+
+        images, labels = printed_digit_bank(data_dir, "train", min(PRINTED_BANK, len(train_split) // 2),
+                                            log=log if world.is_main else _quiet)
+        printed = Split(torch.from_numpy(images), torch.from_numpy(labels))
     if dev.type == "cuda":  # the whole data set fits on any GPU: no host-to-device copies per batch
         train_split, test_split = train_split.to(dev), test_split.to(dev)
         val_split = val_split.to(dev) if val_split is not None else None
         outliers = outliers.to(dev) if outliers is not None else None
+        printed = printed.to(dev) if printed is not None else None
     n_outliers = round(recipe.batch_size // world.size * recipe.outliers)
+    n_printed = round(recipe.batch_size // world.size * recipe.printed)
 
     torch.manual_seed(seed)  # initial weights
     net = build_model(recipe.model).to(dev)
@@ -218,6 +231,10 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
         bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}") if show_bar else None
         for step, (images, labels) in enumerate(batches(train_split, local_batch, order)):
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            if printed is not None:  # (before the outliers: the loss reads digits as the first len(labels))
+                pick = torch.randint(len(printed), (n_printed,), device=dev)
+                images, labels = torch.cat([images, to_float(printed.images[pick])]), torch.cat([labels,
+                                                                                                printed.labels[pick]])
             if outliers is not None:  # drawn from the epoch's seeded RNG, like dropout: a resume replays them
                 pick = torch.randint(len(outliers), (n_outliers,), device=dev)
                 images = torch.cat([images, to_float(outliers[pick])])
