@@ -2,11 +2,12 @@
 holds out (data.split_validation), drawn as photos, scans and canvases (tests/synth.py's kinds) and read
 through the whole predict path.  This is how the shipped model was chosen between candidate runs: MNIST-style
 validation digits alone did not show that a candidate called one in seven real digits "not a digit".  A second
-line shows the same digits written a third wider (dark on light, 76x56): MNIST's writers drew narrow digits,
+line shows 1,000 other validation digits written a third wider (dark on light, 76x56): MNIST's writers drew narrow digits,
 other people round ones, and a network taught that loops can be non-digits may reject round 0s.  A third line:
 the held-out synthetic non-digits (outliers.py's "val" bank, the one calibration uses), as the model answers them;
 a fourth: 2,000 held-out digits printed in DejaVu fonts (outliers.make_printed_digits, part "val"), a stand-in
-on validation data for digits of shapes MNIST lacks.
+on validation data for digits of shapes MNIST lacks (the same glyphs as the training bank under other random
+draws: close to what a recipe with `printed` trains on).
 
     python -m benchmarks.validation_people MODEL [MODEL ...] [--data-dir data] [--digits 150]
 """

@@ -132,13 +132,18 @@ def test_aspect_augmentation_changes_the_width_alone():
 def test_printed_digits_are_labelled_balanced_and_look_like_their_label(tmp_path):
     """The printed-digit bank: every label ten times in 100, each image ink in MNIST's form, cached and read
     back the same; the shipped model reads most of them as their label (they are digits, in DejaVu fonts)."""
+    from unittest.mock import patch
+
     from digitrec.outliers import printed_digit_bank
 
     images, labels = printed_digit_bank(tmp_path, "val", 100, log=lambda m: None)
     assert images.shape == (100, 28, 28) and images.dtype == np.uint8
     assert np.bincount(labels, minlength=10).tolist() == [10] * 10
     assert all(image.max() == 255 for image in images)
-    again_images, again_labels = printed_digit_bank(tmp_path, "val", 100)
+    cached = tmp_path / "outliers" / "printed-val-v1-100.npy"
+    assert cached.is_file()
+    with patch("digitrec.outliers.make_printed_digits", side_effect=AssertionError("made again")):
+        again_images, again_labels = printed_digit_bank(tmp_path, "val", 100)
     assert np.array_equal(again_images, images) and np.array_equal(again_labels, labels)
     probs = Predictor().probabilities(list(images / np.float32(255)))
     assert (probs.argmax(1) == labels).mean() >= 0.85

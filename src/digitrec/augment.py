@@ -13,8 +13,8 @@ from .recipes import Augment
 
 
 def random_affine(x: torch.Tensor, aug: Augment) -> torch.Tensor:
-    """Distort each image of x [N, C, H, W] by its own draws from the global RNG: rotate, scale and shift;
-    warp elastically; thicken or thin the strokes."""
+    """Distort each image of x [N, C, H, W] by its own draws from the global RNG: rotate, scale, widen and shift;
+    warp elastically; thicken or thin the strokes; draw some as outlines."""
     n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     rand = lambda: torch.rand(n, device=x.device) * 2 - 1  # uniform in [-1, 1]
     angle = rand() * math.radians(aug.degrees)
@@ -24,7 +24,8 @@ def random_affine(x: torch.Tensor, aug: Augment) -> torch.Tensor:
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     tx, ty = rand() * 2 * aug.translate, rand() * 2 * aug.translate
     # Wider or narrower hands: the width alone scaled by a factor log-uniform in [1/(1+aspect), 1+aspect].
-    wide = torch.exp(rand() * math.log1p(aug.aspect))
+    # (drawn only when asked: a recipe without it keeps the random draws, and so the runs, it had before)
+    wide = torch.exp(rand() * math.log1p(aug.aspect)) if aug.aspect > 0 else torch.ones_like(angle)
     theta = torch.stack([torch.stack([cos / wide, -sin / wide, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     if aug.elastic > 0:

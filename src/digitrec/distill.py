@@ -35,7 +35,7 @@ class ModelFile:
     sha256: str
 
     @classmethod
-    def of(cls, path: str | os.PathLike) -> Teacher:
+    def of(cls, path: str | os.PathLike) -> ModelFile:
         path = resolve_model_path(path)  # a run folder's model.safetensors (else its last checkpoint)
         try:
             return cls(path, sha256_file(path))

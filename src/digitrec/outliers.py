@@ -2,7 +2,7 @@
 
 Every outlier is drawn as a person would present it (dark marks on light paper, at some size and angle) and
 then goes through the same `preprocess.find_ink` + `to_mnist` as a real request, so the network learns on what
-it will actually be shown.  Four kinds, all synthesised from allowed sources:
+it will actually be shown.  Five kinds, all synthesised from allowed sources:
 
 - letters and signs from the machine's printed DejaVu fonts (never handwriting fonts: those are how the
   project checks that it generalises), distorted, leaving out shapes that *are* digits in handwriting
@@ -303,7 +303,7 @@ def _cached(path: Path, shape: tuple[int, ...], make) -> np.ndarray:
             return bank
     bank = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")  # (under torchrun every process may make the bank)
     np.save(tmp, bank, allow_pickle=False)
     os.replace(tmp, path)
     return bank
@@ -318,7 +318,7 @@ def outlier_bank(data_dir: str | os.PathLike, part: str, n: int, log=say) -> np.
 # --- printed digits: labelled digits of other shapes than MNIST's writers drew ----------------------------
 
 PRINTED_VERSION = 1
-PRINTED_BANK = 12_000  # printed digits made for training (1,200 of each), and as many held out for validation
+PRINTED_BANK = 12_000  # printed digits made for training (1,200 of each); benchmarks hold out 2,000 ("val")
 
 
 def make_printed_digits(n: int, part: str = "train", seed: int = 0, log=say) -> np.ndarray:

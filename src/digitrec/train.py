@@ -130,7 +130,10 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
         recipe = recipe.with_overrides(precision=precision)
     if dataset != "mnist" and (recipe.outliers or recipe.printed):  # both are made for telling digits apart
         raise DigitrecError(f"the recipe's synthesised non-digits and printed digits are for mnist, not {dataset}: "
-                            "add --set outliers=0 --set printed=0")
+                            + ("this run's recipe cannot change on resume; start a new run with --set outliers=0 "
+                               "--set printed=0" if resume else "add --set outliers=0 --set printed=0"))
+    if init is not None and not resume:  # before the data and the banks: fail early
+        _check_start(init, recipe, dataset)
     dev = select_device(device)
     precision = resolve_precision(recipe.precision, dev)
     keep_freed_memory()
@@ -152,7 +155,6 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     printed = None
     if recipe.printed:  # labelled printed-font digits beside MNIST's in every batch
         from .outliers import PRINTED_BANK, printed_digit_bank
-
 
         images, labels = printed_digit_bank(data_dir, "train", min(PRINTED_BANK, len(train_split) // 2),
                                             log=log if world.is_main else _quiet)
@@ -192,7 +194,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
         history, start_epoch = state["history"], state["epoch"]
         log(f"resuming {run_dir} after epoch {start_epoch}/{recipe.epochs}")
     elif init is not None:  # (also a resumed run stopped before its first checkpoint)
-        _start_from(net, init, recipe, dataset)
+        _start_from(net, init)
 
     hashes = data_hashes(dataset, data_dir)
     config = {"recipe": recipe.to_dict(), "seed": seed, "dataset": dataset, "data_dir": str(data_dir),
@@ -202,7 +204,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     if teacher is not None:
         config["teacher"] = teacher.to_dict()
     if init is not None:
-        config["init"] = {**init.to_dict(), "path": str(init.path)}  # the path: to start again on resume
+        config["init"] = {**init.to_dict(), "path": str(init.path.resolve())}  # to start again on resume
     if run_dir is not None and world.is_main and start_epoch == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2) + "\n")
@@ -337,17 +339,23 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     return RunResult(eval_model, history, run_dir, accuracy, final)
 
 
-def _start_from(net: nn.Module, init: ModelFile, recipe: Recipe, dataset: str) -> None:
-    """Copy the weights of `init` into `net`, refusing a model of another architecture or data set."""
+def _check_start(init: ModelFile, recipe: Recipe, dataset: str) -> None:
+    """Refuse a starting model of another architecture or data set (from its metadata: no weights read)."""
+    from .checkpoint import read_meta
+
+    meta = read_meta(init.path)
+    if meta.architecture != recipe.model or meta.dataset != dataset:
+        raise DigitrecError(f"cannot start from {init.path}: it is a {meta.architecture!r} model of {meta.dataset}, "
+                            f"the recipe trains {recipe.model!r} on {dataset}")
+
+
+def _start_from(net: nn.Module, init: ModelFile) -> None:
+    """Copy the weights of `init` (the file whose fingerprint the run recorded) into `net`."""
     from .checkpoint import load_model
 
     if ModelFile.of(init.path).sha256 != init.sha256:
         raise DigitrecError(f"cannot start from {init.path}: the file changed since the run began", code="invalid_model")
-    start, meta = load_model(init.path)
-    if meta.architecture != recipe.model or meta.dataset != dataset:
-        raise DigitrecError(f"cannot start from {init.path}: it is a {meta.architecture!r} model of {meta.dataset}, "
-                            f"the recipe trains {recipe.model!r} on {dataset}")
-    net.load_state_dict(start.state_dict())
+    net.load_state_dict(load_model(init.path)[0].state_dict())
 
 
 def _quiet(line: str) -> None:
