@@ -35,6 +35,18 @@ def share(records: list[dict], verdicts: set[str]) -> float:
     return sum(r["verdict"] in verdicts for r in records) / max(1, len(records))
 
 
+def non_digit_figures(kinds: list[str], records: list[dict]) -> dict:
+    """How non-digits were answered: overall and per kind (kinds[i] is records[i]'s)."""
+    by_kind = collections.defaultdict(list)
+    for kind, r in zip(kinds, records):
+        by_kind[kind].append(r)
+    return {"n": len(records), "not_a_digit": share(records, {"not_a_digit"}),
+            "not_a_digit_or_uncertain": share(records, {"not_a_digit", "uncertain", "no_ink"}),
+            "confident_digit": share(records, {"digit"}),
+            "per_kind": {k: {"n": len(v), "confident_digit": share(v, {"digit"}),
+                             "not_a_digit": share(v, {"not_a_digit"})} for k, v in sorted(by_kind.items())}}
+
+
 def draw_gallery(items: list[tuple[bytes, dict]], path: str) -> None:
     """Images as given, each titled with what digitrec answered (green digit, orange uncertain, red not a digit)."""
     import io
@@ -126,17 +138,11 @@ def main() -> None:
     others = wild_non_digits(rng, 3 if a.quick else 8, 6 if a.quick else 20, 60 if a.quick else 200, fashion)
     records = predict_images([(kind, data) for kind, data in others], predictor)
     gallery += [(data, r) for (_, data), r in zip(others[::11], records[::11])][:24]
-    by_kind = collections.defaultdict(list)
-    for (kind, _), r in zip(others, records):
-        by_kind["doodle" if kind not in ("letter", "clothing") else kind].append(r)
-    figures["non_digits"] = {
-        "n": len(records), "not_a_digit": share(records, {"not_a_digit"}),
-        "not_a_digit_or_uncertain": share(records, {"not_a_digit", "uncertain", "no_ink"}),
-        "confident_digit": share(records, {"digit"}),
-        "per_kind": {k: {"n": len(v), "confident_digit": share(v, {"digit"}),
-                         "not_a_digit": share(v, {"not_a_digit"})} for k, v in sorted(by_kind.items())}}
+    figures["non_digits"] = non_digit_figures(
+        ["doodle" if kind not in ("letter", "clothing") else kind for kind, _ in others], records)
     n = figures["non_digits"]
-    print(f"\nnon-digits ({n['n']}: handwritten letters, doodles, clothing photos): not a digit {n['not_a_digit']:.1%}, "
+    print(f"\nnon-digits ({n['n']}: handwritten letters, doodles, clothing photos): not a digit "
+          f"{n['not_a_digit']:.1%}, "
           f"not a digit or uncertain {n['not_a_digit_or_uncertain']:.1%}, confident digit {n['confident_digit']:.1%}")
     print("  per kind: " + ", ".join(f"{k} (n={v['n']}) confident {v['confident_digit']:.0%} / not a digit "
                                      f"{v['not_a_digit']:.0%}" for k, v in n["per_kind"].items()))
@@ -145,14 +151,7 @@ def main() -> None:
     # stay the same images as before they were added).
     later = later_doodles(np.random.default_rng(2027), 5 if a.quick else 20)
     records = predict_images([(kind, data) for kind, data in later], predictor)
-    by_kind = collections.defaultdict(list)
-    for (kind, _), r in zip(later, records):
-        by_kind[kind].append(r)
-    figures["later_doodles"] = {
-        "n": len(records), "not_a_digit": share(records, {"not_a_digit"}),
-        "not_a_digit_or_uncertain": share(records, {"not_a_digit", "uncertain", "no_ink"}),
-        "confident_digit": share(records, {"digit"}),
-        "per_kind": {k: {"n": len(v), "confident_digit": share(v, {"digit"})} for k, v in by_kind.items()}}
+    figures["later_doodles"] = non_digit_figures([kind for kind, _ in later], records)
     d = figures["later_doodles"]
     print(f"doodles of families never drawn in training code ({d['n']}): not a digit {d['not_a_digit']:.1%}, not a "
           f"digit or uncertain {d['not_a_digit_or_uncertain']:.1%}, confident digit {d['confident_digit']:.1%}")

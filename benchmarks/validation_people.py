@@ -2,8 +2,8 @@
 holds out (data.split_validation), drawn as photos, scans and canvases (tests/synth.py's kinds) and read
 through the whole predict path.  This is how the shipped model was chosen between candidate runs: MNIST-style
 validation digits alone did not show that a candidate called one in seven real digits "not a digit".  A second
-line shows 1,000 other validation digits written a third wider (dark on light, 76x56): MNIST's writers drew narrow digits,
-other people round ones, and a network taught that loops can be non-digits may reject round 0s.  A third line:
+line shows 1,000 other validation digits written a third wider (dark on light, 76x56): MNIST's writers drew
+narrow digits, other people round ones, and a network taught that loops can be non-digits may reject round 0s.  A third line:
 the held-out synthetic non-digits (outliers.py's "val" bank, the one calibration uses), as the model answers them;
 a fourth: 2,000 held-out digits printed in DejaVu fonts (outliers.make_printed_digits, part "val"), a stand-in
 on validation data for digits of shapes MNIST lacks (the same glyphs as the training bank under other random
@@ -57,7 +57,8 @@ def main() -> None:
         predictor = Predictor(model)
         verdicts = [predictor.describe(p)["verdict"] for p in predictor.probabilities(list(bank / np.float32(255)))]
         print(f"{model}: {len(bank)} held-out synthetic non-digits: not a digit "
-              f"{verdicts.count('not_a_digit') / len(bank):.1%}, confident digit {verdicts.count('digit') / len(bank):.1%}")
+              f"{verdicts.count('not_a_digit') / len(bank):.1%}, "
+              f"confident digit {verdicts.count('digit') / len(bank):.1%}")
         records = [predictor.describe(p) for p in predictor.probabilities(list(printed / np.float32(255)))]
         right = np.mean([r["digit"] == y for r, y in zip(records, printed_labels)])
         print(f"{model}: {len(records)} held-out printed digits: right {right:.2%}, not a digit "
@@ -71,7 +72,8 @@ def main() -> None:
             flagged = np.mean([r["verdict"] != "digit" for r in records])
             zeros = [r["verdict"] != "digit" for r, y in zip(records, truth) if y == 0]
             print(f"{model}: {len(records)} validation digits {what}: right {right:.2%}, not a digit "
-                  f"{rejected:.2%}, flagged {flagged:.2%} (0s flagged {np.mean(zeros):.1%})")
+                  f"{rejected:.2%}, flagged {flagged:.2%} (0s flagged "
+                  f"{f'{np.mean(zeros):.1%}' if zeros else 'n/a: no 0 drawn'})")
 
 
 if __name__ == "__main__":

@@ -274,10 +274,11 @@ def predict_paths(specs: list[str], predictor: Predictor | Callable[[], Predicto
     `predictor` may be a function that loads one: it is then called once the preparing workers have started,
     so that loading PyTorch (two seconds) overlaps their work.  workers > 1: that many processes read and
     prepare the images (the cost of a small image is mostly preparing it: about 0.5 ms for a 56x56 PNG against
-    about 0.2 ms for the shipped model in bf16 (batch 256, one thread: `make bench-infer`)), SUB_CHUNK at a time, while this process runs the model on one
-    thread, then on every core once every image is prepared; 0 (the default): one per core (up to 8) for
-    large folders (parallel_workers).  The records, and the files --save-preprocessed writes (numbered by
-    the image's place among all inputs), are the same as in one process."""
+    about 0.2 ms for the shipped model in bf16 (batch 256, one thread: `make bench-infer`)), SUB_CHUNK at a
+    time, while this process runs the model on one thread, then on every core once every image is prepared;
+    0 (the default): one per core (up to 8) for large folders (parallel_workers).  The records, and the files
+    --save-preprocessed writes (numbered by the image's place among all inputs), are the same as in one
+    process."""
     sources = expand(specs)
     device = str(getattr(getattr(predictor, "runner", None), "device", "cpu"))
     workers = parallel_workers(len(sources), device) if workers == 0 else workers

@@ -354,7 +354,8 @@ def _start_from(net: nn.Module, init: ModelFile) -> None:
     from .checkpoint import load_model
 
     if ModelFile.of(init.path).sha256 != init.sha256:
-        raise DigitrecError(f"cannot start from {init.path}: the file changed since the run began", code="invalid_model")
+        raise DigitrecError(f"cannot start from {init.path}: the file changed since the run began",
+                            code="invalid_model")
     net.load_state_dict(load_model(init.path)[0].state_dict())
 
 
