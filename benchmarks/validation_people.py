@@ -5,7 +5,7 @@ validation digits alone did not show that a candidate called one in seven real d
 line shows 1,000 other validation digits written a third wider (dark on light, 76x56): MNIST's writers drew
 narrow digits, other people round ones, and a network taught that loops can be non-digits may reject round 0s.  A third line:
 the held-out synthetic non-digits (outliers.py's "val" bank, the one calibration uses), as the model answers them;
-a fourth: 2,000 held-out digits printed in DejaVu fonts (outliers.make_printed_digits, part "val"), a stand-in
+a fourth: 2,000 held-out digits in printed fonts (outliers.make_printed_digits, part "val"), a stand-in
 on validation data for digits of shapes MNIST lacks (the same glyphs as the training bank under other random
 draws: close to what a recipe with `printed` trains on).
 

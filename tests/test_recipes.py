@@ -39,7 +39,7 @@ def test_every_recipe_survives_a_trip_through_config_json(name):
     ({"train_fraction": 1.5}, "train_fraction must be in (0, 1]"),
     ({"validation": -1}, "validation must be zero or positive"),
     ({"augment": {"scale": [1.2, 0.8]}}, "augment.scale must be two factors"),
-    ({"augment": {"degrees": 5, "shear": 3}}, "unknown recipe field 'augment.shear'"),
+    ({"augment": {"degrees": 5, "twirl": 3}}, "unknown recipe field 'augment.twirl'"),
 ])
 def test_a_bad_recipe_is_refused_where_it_is_made(fields, message):
     with pytest.raises(DigitrecError, match=None) as caught:
@@ -71,7 +71,7 @@ def test_settings_are_parsed_by_the_type_of_their_field():
     ("=3", "is not key=value"),
     ("speed=3", "unknown recipe field 'speed'"),
     ("augment=5", "'augment' is a group"),
-    ("augment.shear=5", "unknown recipe field 'augment.shear'"),
+    ("augment.twirl=5", "unknown recipe field 'augment.twirl'"),
     ("epochs=ten", "epochs expects an integer, not 'ten'"),
     ("lr=fast", "lr expects a finite number"),
     ("tta=maybe", "tta expects true or false"),

@@ -4,9 +4,9 @@ Every outlier is drawn as a person would present it (dark marks on light paper, 
 then goes through the same `preprocess.find_ink` + `to_mnist` as a real request, so the network learns on what
 it will actually be shown.  Five kinds, all synthesised from allowed sources:
 
-- letters and signs from the machine's printed DejaVu fonts (never handwriting fonts: those are how the
-  project checks that it generalises), distorted, leaving out shapes that *are* digits in handwriting
-  (O, l, I, S, Z, B, g, q, ...);
+- letters and signs from the machine's printed fonts, DejaVu, Liberation and FreeFont (never handwriting
+  fonts: those are how the project checks that it generalises), distorted, leaving out shapes that *are*
+  digits in handwriting (O, l, I, S, Z, B, g, q, Λ, ...);
 - procedural scribbles and shapes (zigzags, stars, crosses, grids, hatching, spirals, blobs), but no lone
   straight line (a 1) and no plain ellipse (a 0);
 - icons: drawings put together from parts (an outline with separate marks inside, a loop with a dent, a
@@ -16,7 +16,7 @@ it will actually be shown.  Five kinds, all synthesised from allowed sources:
 - two MNIST training digits drawn over each other.
 
 The banks are made once per data folder (about a minute) and cached in DATA_DIR/outliers/.  So is a bank of
-digits printed in the same DejaVu fonts (make_printed_digits), labelled, which recipes may mix into their
+digits printed in the same fonts (make_printed_digits), labelled, which recipes may mix into their
 batches beside MNIST's (recipe field `printed`): the icons teach that a loop or a bar can be something else,
 and printed digits keep round 0s and flagged 1s digits.
 """
@@ -35,20 +35,28 @@ from .data import load_split, say, validation_indices
 from .errors import DigitrecError
 from .preprocess import find_ink, to_mnist
 
-BANK_VERSION = 3  # 3: icons added (2 was an experiment that never shipped; its cached banks may linger)
+BANK_VERSION = 4  # 3: icons added (2 was an experiment that never shipped); 4: Liberation and FreeFont, no Λ
 TRAIN_BANK, VAL_BANK = 24_000, 2_000  # outliers made for training, and held out for choosing the threshold
 KINDS = ("letters", "scribbles", "icons", "clothing", "pairs")
 # Letters and signs whose handwritten forms are not digits.  Left out: O o Q D (0), I l i j J | ! / \ ( ) [ ] (1),
-# Z z ? (2), S s $ (5), b G (6), T t (7), B (8), g q P (9), y Y (4).
-NOT_DIGIT_CHARS = ("ACEFHKLMNRUVWXacefhkmnruvwx" "#%&*+=@<>{}~" "αβγδλμπσφψωΓΔΛΞΠΣΦΨΩ" "жшщыюяфдЖШЩЫЮЯФДЛ" "€£¥§¶©®")
-TRAINING_FONT_GLOB = "/usr/share/fonts/truetype/dejavu/DejaVu*.ttf"
+# Z z ? (2), S s $ (5), b G (6), T t (7), B (8), g q P (9), y Y (4), and Λ, a European 1 with a long flag.
+NOT_DIGIT_CHARS = ("ACEFHKLMNRUVWXacefhkmnruvwx" "#%&*+=@<>{}~" "αβγδλμπσφψωΓΔΞΠΣΦΨΩ" "жшщыюяфдЖШЩЫЮЯФДЛ" "€£¥§¶©®")
+# The printed fonts that letters and printed digits are drawn in, by Debian package: DejaVu's 1 has a foot,
+# the sans faces of Liberation and FreeFont do not (a flag alone, as many hands write it).  Never handwriting fonts.
+# (DejaVuS*: Sans, Serif and Sans Mono; the maths face has no Cyrillic, and would draw its letters as boxes.)
+TRAINING_FONTS = {"fonts-dejavu-core": "/usr/share/fonts/truetype/dejavu/DejaVuS*.ttf",
+                  "fonts-liberation2": "/usr/share/fonts/truetype/liberation2/Liberation*.ttf",
+                  "fonts-freefont-ttf": "/usr/share/fonts/truetype/freefont/Free*.ttf"}
 
 
 def training_fonts() -> list[str]:
-    fonts = sorted(glob.glob(TRAINING_FONT_GLOB))
-    if not fonts:
-        raise DigitrecError("no DejaVu fonts found (Debian: apt-get install fonts-dejavu-core)", code="not_found")
-    return fonts
+    """Every face of the three printed font families; all three are required, so that a bank is the same on
+    every machine that makes it."""
+    found = {package: sorted(glob.glob(pattern)) for package, pattern in TRAINING_FONTS.items()}
+    missing = [package for package, fonts in found.items() if not fonts]
+    if missing:
+        raise DigitrecError(f"printed fonts missing (Debian: apt-get install {' '.join(missing)})", code="not_found")
+    return [font for fonts in found.values() for font in fonts]
 
 
 def to_digit_space(paper: Image.Image) -> np.ndarray | None:
@@ -317,13 +325,13 @@ def outlier_bank(data_dir: str | os.PathLike, part: str, n: int, log=say) -> np.
 
 # --- printed digits: labelled digits of other shapes than MNIST's writers drew ----------------------------
 
-PRINTED_VERSION = 1
+PRINTED_VERSION = 2  # 2: Liberation and FreeFont faces beside DejaVu
 PRINTED_BANK = 12_000  # printed digits made for training (1,200 of each); benchmarks hold out 2,000 ("val")
 
 
 def make_printed_digits(n: int, part: str = "train", seed: int = 0, log=say) -> np.ndarray:
     """n printed-font digits as uint8 [n, 29, 28]: rows 0-27 the image, row 28 the label in every column
-    (one array, so one cache file).  Each digit in a DejaVu face, with the letters' random size, stroke,
+    (one array, so one cache file).  Each digit in a printed face, with the letters' random size, stroke,
     shear and rotation, through the same preprocessing as a request.  Printed fonts only (never handwriting
     fonts): round 0s, flagged and based 1s, open 4s, the shapes MNIST's writers rarely drew, which a network
     taught that loops and bars can be non-digits (the icons above) would otherwise reject."""

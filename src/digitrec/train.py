@@ -22,7 +22,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from . import __version__, distributed
-from .augment import random_affine
+from .augment import european_strokes, random_affine
 from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint, save_checkpoint, save_model
 from .calibration import calibrate, expected_calibration_error
 from .data import (Split, batches, data_hashes, dataset_spec, load_split, say, split_validation, to_float,
@@ -233,6 +233,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
         bar = _progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{recipe.epochs}") if show_bar else None
         for step, (images, labels) in enumerate(batches(train_split, local_batch, order)):
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            if recipe.augment.euro > 0:  # the data set's own digits only: printed 1s have their flags already
+                images = european_strokes(images, labels, recipe.augment.euro)
             if printed is not None:  # (before the outliers: the loss reads digits as the first len(labels))
                 pick = torch.randint(len(printed), (n_printed,), device=dev)
                 images, labels = torch.cat([images, to_float(printed.images[pick])]), torch.cat([labels,
