@@ -42,10 +42,13 @@ browser:
 # Fonts (needs root): handwriting fonts for the trust benchmark and tests (never trained on), and the printed
 # fonts (DejaVu, Liberation, FreeFont) the `best` recipe draws its letters and printed digits in (outliers.py).
 FONTS := fonts-breip fonts-bwht fonts-dkg-handwriting fonts-femkeklaver fonts-humor-sans fonts-klee \
-         fonts-rufscript fonts-sjfonts fonts-yusei-magic fonts-dejavu-core fonts-liberation2 fonts-freefont-ttf
+         fonts-rufscript fonts-sjfonts fonts-yusei-magic fonts-dejavu-core fonts-dejavu-extra fonts-liberation2 \
+         fonts-freefont-ttf
 fonts:
-	@{ [ -f /usr/share/fonts/truetype/humor-sans/Humor-Sans.ttf ] && [ -d /usr/share/fonts/truetype/dejavu ] && \
-	   [ -d /usr/share/fonts/truetype/liberation2 ] && [ -d /usr/share/fonts/truetype/freefont ]; } || { [ "$$(id -u)" = 0 ] && \
+	@{ [ -f /usr/share/fonts/truetype/humor-sans/Humor-Sans.ttf ] && \
+	   [ -f /usr/share/fonts/truetype/dejavu/DejaVuSerif-Italic.ttf ] && \
+	   [ -d /usr/share/fonts/truetype/liberation2 ] && [ -d /usr/share/fonts/truetype/freefont ]; } || \
+	 { [ "$$(id -u)" = 0 ] && \
 	  { apt-get install -y -qq --no-install-recommends $(FONTS) >/dev/null 2>&1 || { apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONTS) >/dev/null; }; }; } || \
 	  echo "handwriting fonts not installed: the trust tests and benchmark will skip or stop"

@@ -163,7 +163,7 @@ def test_european_strokes_flag_the_ones_cross_the_sevens_and_leave_the_rest():
     torch.manual_seed(3)
     out = european_strokes(x, labels, 1.0)
     added = out - x
-    assert (added >= 0).all() and torch.equal(out[2::3], x[2::3])
+    assert torch.equal(out[2::3], x[2::3])
     ones, sevens = added[0::3, 0], added[1::3, 0]
     assert (ones[:, 6:16, :12].sum((1, 2)) > 3).all()  # the flag: below the top, left of the stem
     assert (ones[:, :21, 16:].sum((1, 2)) == 0).all()  # nothing to the right of the stem above its foot
@@ -172,6 +172,31 @@ def test_european_strokes_flag_the_ones_cross_the_sevens_and_leave_the_rest():
     assert (sevens[:, 12:17, :12].sum((1, 2)) > 1).all() and (sevens[:, 12:17, 16:].sum((1, 2)) > 1).all()
     assert (sevens[:, 18:, :].sum((1, 2)) == 0).all()  # the bar is at mid height, not at the foot
     assert torch.equal(european_strokes(x, labels, 0.0), x)
+
+    # A stem leaning right (23 degrees): the flag still falls to the stem's left, at most 50 degrees from
+    # vertical on a bare stem (a flatter one is a 7) and at most 70 with a foot.  A stem leaning 60 degrees
+    # gets no flag at all (one could not fall to its left).
+    from digitrec.augment import _strokes
+
+    def stem(top, bottom):
+        return _strokes(28, 28, torch.tensor([top] * 60), torch.tensor([bottom] * 60), torch.full((60,), 2.0))[:, None]
+
+    leaning, ones60 = stem((18.0, 4.0), (10.0, 23.0)), torch.ones(60, dtype=torch.long)
+    torch.manual_seed(4)
+    added = (european_strokes(leaning, ones60, 1.0) - leaning)[:, 0]
+    rows, columns = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    rows, columns = rows.expand(60, 28, 28), columns.expand(60, 28, 28)
+    flag = ((added > 0.5) & (rows < 20)).float()  # above any foot
+    assert (flag.sum((1, 2)) > 0).all()
+    dx = (flag * (18 - columns)).sum((1, 2)) / flag.sum((1, 2))  # the flag's centre, from the stem's top
+    dy = (flag * (rows - 4)).sum((1, 2)) / flag.sum((1, 2))
+    degrees = torch.rad2deg(torch.atan2(dx, dy))  # from straight down, positive to the left
+    footed = (added[:, 21:, 13:] > 0.5).any(2).any(1)  # a foot reaches right of the stem's bottom (column 10)
+    assert footed.any() and (~footed).any()
+    assert (degrees > 23 + 10).all()  # to the left of the stem, by the 20 degrees or more it is drawn at
+    assert (degrees[~footed] <= 50 + 8).all() and (degrees[footed] <= 70 + 8).all()  # (+ the new ink's lean left)
+    steep = european_strokes(stem((24.0, 6.0), (4.0, 17.5)), ones60, 1.0)
+    assert torch.equal(steep, stem((24.0, 6.0), (4.0, 17.5)))
 
 
 def test_training_fonts_need_every_printed_family_and_name_the_missing_package():
@@ -185,7 +210,7 @@ def test_training_fonts_need_every_printed_family_and_name_the_missing_package()
     fonts = training_fonts()
     assert {f.split("/")[-2] for f in fonts} == {"dejavu", "liberation2", "freefont"}
     assert not any("Math" in f for f in fonts)  # the maths face draws Cyrillic letters as boxes
-    with patch.dict(TRAINING_FONTS, {"fonts-liberation2": "/nonexistent/Liberation*.ttf"}):
+    with patch.dict(TRAINING_FONTS, {"fonts-liberation2": ("/nonexistent/Liberation*.ttf",)}):
         with pytest.raises(DigitrecError, match=r"apt-get install fonts-liberation2\)$") as caught:
             training_fonts()
     assert caught.value.code == "not_found"

@@ -43,20 +43,30 @@ KINDS = ("letters", "scribbles", "icons", "clothing", "pairs")
 NOT_DIGIT_CHARS = ("ACEFHKLMNRUVWXacefhkmnruvwx" "#%&*+=@<>{}~" "αβγδλμπσφψωΓΔΞΠΣΦΨΩ" "жшщыюяфдЖШЩЫЮЯФДЛ" "€£¥§¶©®")
 # The printed fonts that letters and printed digits are drawn in, by Debian package: DejaVu's 1 has a foot,
 # the sans faces of Liberation and FreeFont do not (a flag alone, as many hands write it).  Never handwriting fonts.
-# (DejaVuS*: Sans, Serif and Sans Mono; the maths face has no Cyrillic, and would draw its letters as boxes.)
-TRAINING_FONTS = {"fonts-dejavu-core": "/usr/share/fonts/truetype/dejavu/DejaVuS*.ttf",
-                  "fonts-liberation2": "/usr/share/fonts/truetype/liberation2/Liberation*.ttf",
-                  "fonts-freefont-ttf": "/usr/share/fonts/truetype/freefont/Free*.ttf"}
+# DejaVu's faces come in two packages that share a folder (the maths face is left out: it has no Cyrillic, and
+# would draw those letters as boxes).
+_DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVu"
+TRAINING_FONTS: dict[str, tuple[str, ...]] = {
+    "fonts-dejavu-core": tuple(f"{_DEJAVU}{face}.ttf" for face in
+                               ("Sans", "Sans-Bold", "SansMono", "SansMono-Bold", "Serif", "Serif-Bold")),
+    "fonts-dejavu-extra": tuple(f"{_DEJAVU}{face}.ttf" for face in
+                                ("Sans-*Oblique", "Sans-ExtraLight", "SansCondensed*", "SansMono-*Oblique",
+                                 "Serif-*Italic", "SerifCondensed*")),
+    "fonts-liberation2": ("/usr/share/fonts/truetype/liberation2/Liberation*.ttf",),
+    "fonts-freefont-ttf": ("/usr/share/fonts/truetype/freefont/Free*.ttf",)}
 
 
 def training_fonts() -> list[str]:
-    """Every face of the three printed font families; all three are required, so that a bank is the same on
-    every machine that makes it."""
-    found = {package: sorted(glob.glob(pattern)) for package, pattern in TRAINING_FONTS.items()}
+    """Every face of the printed font packages; all are required, so that a bank is the same on every machine
+    that makes it.  Ordered folder by folder (DejaVu, Liberation, FreeFont), by name within a folder: the
+    order the shipped model's banks were drawn in."""
+    found = {package: sorted({f for pattern in patterns for f in glob.glob(pattern)})
+             for package, patterns in TRAINING_FONTS.items()}
     missing = [package for package, fonts in found.items() if not fonts]
     if missing:
         raise DigitrecError(f"printed fonts missing (Debian: apt-get install {' '.join(missing)})", code="not_found")
-    return [font for fonts in found.values() for font in fonts]
+    folders = list(dict.fromkeys(os.path.dirname(p) for patterns in TRAINING_FONTS.values() for p in patterns))
+    return sorted((f for fonts in found.values() for f in fonts), key=lambda f: (folders.index(os.path.dirname(f)), f))
 
 
 def to_digit_space(paper: Image.Image) -> np.ndarray | None:

@@ -128,10 +128,12 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
 
     if precision is not None:
         recipe = recipe.with_overrides(precision=precision)
-    if dataset != "mnist" and (recipe.outliers or recipe.printed):  # both are made for telling digits apart
-        raise DigitrecError(f"the recipe's synthesised non-digits and printed digits are for mnist, not {dataset}: "
+    if dataset != "mnist" and (recipe.outliers or recipe.printed or recipe.augment.euro):  # made for digits
+        raise DigitrecError(f"the recipe's synthesised non-digits, printed digits and European 1s and 7s are for "
+                            f"mnist, not {dataset}: "
                             + ("this run's recipe cannot change on resume; start a new run with --set outliers=0 "
-                               "--set printed=0" if resume else "add --set outliers=0 --set printed=0"))
+                               "--set printed=0 --set augment.euro=0" if resume
+                               else "add --set outliers=0 --set printed=0 --set augment.euro=0"))
     if init is not None and not resume:  # before the data and the banks: fail early
         _check_start(init, recipe, dataset)
     dev = select_device(device)
