@@ -89,9 +89,9 @@ class Augment:
 
     @property
     def enabled(self) -> bool:
+        """Whether random_affine has work to do (euro is applied apart, by european_strokes, to digits only)."""
         return self.degrees > 0 or self.translate > 0 or self.scale != (1.0, 1.0) or self.thickness > 0 \
-            or self.elastic > 0 or self.hollow > 0 or self.aspect > 0 \
-            or self.shear > 0 or self.euro > 0
+            or self.elastic > 0 or self.hollow > 0 or self.aspect > 0 or self.shear > 0
 
 
 @dataclass(frozen=True)
