@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import run_cli
+
 from digitrec.calibration import (brier, expected_calibration_error, fit_temperature, nll, not_a_digit_threshold,
-                                  reliability)
+                                  recalibrate, reliability, uncertain_threshold)
 from digitrec.checkpoint import load_model, read_meta, save_model
 from digitrec.inference import Calibration, describe, predictive_model
 from digitrec.meta import ModelMeta
@@ -55,6 +57,14 @@ def test_not_a_digit_threshold_rejects_at_most_the_allowed_share_of_digits():
     t = not_a_digit_threshold(top)
     assert (top < t).double().mean() <= 0.002 + 1e-9 and t > 0.2
     assert not_a_digit_threshold(torch.full((100,), 0.9)) == 0.5  # never above MAX_NOT_A_DIGIT
+
+
+def test_uncertain_threshold_flags_at_most_its_share_of_digits_within_its_range():
+    top = torch.linspace(0.9, 1.0, 1001)
+    t = uncertain_threshold(top)
+    assert (top < t).double().mean() <= 0.006 + 1e-9 < (top <= t).double().mean()  # the largest such threshold
+    assert uncertain_threshold(torch.ones(500)) == 0.99  # sure of every validation digit: still flag under 99%
+    assert uncertain_threshold(torch.full((500,), 0.3)) == 0.70  # unsure of them all: never confident under 70%
 
 
 def test_verdicts_follow_the_thresholds():
@@ -117,3 +127,40 @@ def test_exported_graphs_carry_the_shifts_and_the_temperature(tmp_path, tta=True
     x = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
     with torch.no_grad():
         assert np.abs(backend.logits(x) - reference(torch.from_numpy(x)).numpy()).max() < 1e-4
+
+
+@pytest.mark.mnist
+def test_calibrate_refits_a_saved_model_and_keeps_its_weights(tmp_path, mnist_dir):
+    """The shipped model's temperature and uncertain threshold were fitted by `digitrec calibrate`: fitting them
+    again on the same held-out digits gives the same values and leaves the weights bit for bit.  (A copy whose
+    recipe says it had no non-digits, so that the synthetic non-digit bank need not be drawn here: then there is
+    no not-a-digit threshold.)"""
+    from safetensors.torch import load_file
+
+    from digitrec.predict import default_model_path
+
+    network, meta = load_model(default_model_path())
+    shipped = meta.calibration
+    stale = replace(meta, recipe={**meta.recipe, "outliers": 0},
+                    calibration={**shipped, "temperature": 1.0, "uncertain_below": 0.7})
+    copy = save_model(tmp_path / "stale" / "model.safetensors", network, stale)
+    out = recalibrate(copy, tmp_path / "again", mnist_dir, "cpu", log=lambda line: None)
+    fitted = read_meta(out).calibration
+    assert fitted["temperature"] == pytest.approx(shipped["temperature"], rel=1e-4)
+    assert fitted["uncertain_below"] == pytest.approx(shipped["uncertain_below"], abs=1e-4)
+    assert fitted["uncertain_below"] > 0.7 and fitted["not_a_digit_below"] == 0.0
+    assert read_meta(out).calibration_validation["digits_flagged"] <= 0.006
+    before, after = load_file(str(default_model_path())), load_file(str(out))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_calibrate_refuses_an_ensemble_and_a_missing_model_in_one_line(tmp_path):
+    from digitrec.models import Ensemble
+
+    path = save_model(tmp_path / "ens.safetensors", Ensemble([FastCNN(), FastCNN()]),
+                      ModelMeta(architecture="ensemble", members=["fast", "fast"], recipe={"tta": False}))
+    for model in (path, tmp_path / "missing.safetensors"):
+        result = run_cli("calibrate", str(model), "--out", str(tmp_path / "out"))
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert not (tmp_path / "out").exists()
+    assert "digitrec ensemble" in run_cli("calibrate", str(path), "--out", str(tmp_path / "out")).stderr

@@ -155,6 +155,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data-dir", default="data", help="where the validation split for calibration is (default: data)")
     c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
 
+    c = command("calibrate", "fit a trained model's calibration again (temperature, not-a-digit and uncertain "
+                "thresholds) on the held-out data its training used; the weights stay as they are",
+                "  digitrec calibrate runs/best-20261128-101500 --out runs/best-recalibrated\n"
+                "  digitrec evaluate runs/best-recalibrated")
+    c.add_argument("model", metavar="MODEL", help="model file or run folder")
+    c.add_argument("--out", required=True, help="folder for the recalibrated model.safetensors")
+    c.add_argument("--data-dir", default="data", help="where the validation split for calibration is (default: data)")
+    c.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+
     c = command("export", "export a model for deployment: ONNX (onnxruntime) or torch.export (.pt2), verified",
                 "  digitrec export runs/best-20261128-101500 --format onnx --out best.onnx\n"
                 "  digitrec export model.safetensors --format pt2")
@@ -352,6 +361,13 @@ def _cmd_ensemble(a) -> int:
     return 0
 
 
+def _cmd_calibrate(a) -> int:
+    from .calibration import recalibrate
+
+    print(f"wrote {recalibrate(a.model, a.out, a.data_dir, a.device)}")
+    return 0
+
+
 def _cmd_export(a) -> int:
     from .export import export
 
@@ -382,7 +398,7 @@ def _export_int8(a) -> int:
 COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "distill": _cmd_distill, "ablate": _cmd_ablate,
             "explain": _cmd_explain, "summary": _cmd_summary, "evaluate": _cmd_evaluate, "recipes": _cmd_recipes,
             "predict": _cmd_predict, "read": _cmd_read, "export": _cmd_export, "ensemble": _cmd_ensemble,
-            "serve": _cmd_serve}
+            "calibrate": _cmd_calibrate, "serve": _cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

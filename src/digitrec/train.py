@@ -24,9 +24,8 @@ from torch.optim.swa_utils import AveragedModel
 from . import __version__, distributed
 from .augment import european_strokes, random_affine
 from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint, save_checkpoint, save_model
-from .calibration import calibrate, expected_calibration_error
-from .data import (Split, batches, data_hashes, dataset_spec, load_split, say, split_validation, to_float,
-                   validation_indices)
+from .calibration import calibrate, calibration_digits, expected_calibration_error, held_out_non_digits
+from .data import Split, batches, data_hashes, dataset_spec, load_split, say, split_validation, to_float
 from .distill import ModelFile, Teacher, check_resumed, soft_target_loss
 from .errors import DigitrecError
 from .inference import autocast, evaluate_split, predictive_model, resolve_precision, select_device
@@ -305,14 +304,9 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     # Calibration on held-out data: the validation split (or, for recipes that train on every image, the same
     # carve of images they trained on: said in the metadata), plus held-out non-digits when the recipe uses them.
     final = meta(recipe.epochs, history[-1]["test_accuracy"])
-    held_out = val_split if val_split is not None else _subset(train_split, validation_indices(
-        train_split.labels.cpu(), min(5000, len(train_split) // 5)).to(train_split.labels.device))
-    outliers_val = None
-    if outliers is not None:
-        from .outliers import VAL_BANK, outlier_bank
-
-        outliers_val = torch.from_numpy(outlier_bank(data_dir, "val", min(VAL_BANK, len(held_out) // 2),
-                                                     log=log if world.is_main else _quiet))
+    held_out = val_split if val_split is not None else calibration_digits(train_split, 0)
+    outliers_val = held_out_non_digits(data_dir, len(held_out), log if world.is_main else _quiet) \
+        if outliers is not None else None
     calibration, summary = calibrate(eval_model, final, held_out, outliers_val, dev)
     if val_split is None:
         calibration = replace(calibration, fitted_on=calibration.fitted_on + " (seen in training: no held-out split)")
@@ -324,7 +318,8 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     accuracy = final.test_accuracy
     if world.is_main:
         log(f"calibrated on {calibration.fitted_on}: temperature {calibration.temperature:.3f}, validation ECE "
-            f"{summary['ece_before']:.2%} -> {summary['ece']:.2%}" +
+            f"{summary['ece_before']:.2%} -> {summary['ece']:.2%}, uncertain below {calibration.uncertain_below:.3f} "
+            f"(validation digits flagged: {summary['digits_flagged']:.2%})" +
             (f", not a digit below {calibration.not_a_digit_below:.3f} (validation non-digits: "
              f"{summary['outliers_not_a_digit']:.1%} not a digit, {summary['outliers_uncertain_or_not']:.1%} "
              f"not a confident digit)" if outliers_val is not None else "") +
@@ -365,10 +360,6 @@ def _start_from(net: nn.Module, init: ModelFile) -> None:
 
 def _quiet(line: str) -> None:
     pass
-
-
-def _subset(split: Split, index: torch.Tensor) -> Split:
-    return Split(split.images[index], split.labels[index])
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
