@@ -157,14 +157,18 @@ def main() -> None:
           f"digit or uncertain {d['not_a_digit_or_uncertain']:.1%}, confident digit {d['confident_digit']:.1%}")
     print("  per kind, confident: " + ", ".join(f"{k} {v['confident_digit']:.0%}" for k, v in d["per_kind"].items()))
 
-    # 4. Lines of handwritten-font digits.
-    lines = wild_lines(rng, 40 if a.quick else 150)
-    read = read_images([(font, data) for _, font, data in lines], predictor)
-    exact = [r["text"] == text for (text, _, _), r in zip(lines, read)]
-    count = [len(r["digits"]) == len(text) for (text, _, _), r in zip(lines, read)]
-    figures["wild_lines"] = {"n": len(lines), "exact": float(np.mean(exact)), "right_count": float(np.mean(count))}
-    print(f"\nlines of 3-8 handwriting-font digits ({len(lines)}): read exactly {np.mean(exact):.1%}, right number of "
-          f"digits {np.mean(count):.1%}")
+    # 4. Lines of handwritten-font digits; then lines whose digits touch (own seed: added later, the sets above
+    # stay the same images).
+    for key, what, lines in (
+            ("wild_lines", "lines of 3-8 handwriting-font digits", wild_lines(rng, 40 if a.quick else 150)),
+            ("wild_touching_lines", "lines of 3-8 touching handwriting-font digits",
+             wild_lines(np.random.default_rng(2028), 40 if a.quick else 150, touching=True))):
+        read = read_images([(font, data) for _, font, data in lines], predictor)
+        exact = [r["text"] == text for (text, _, _), r in zip(lines, read)]
+        count = [len(r["digits"]) == len(text) for (text, _, _), r in zip(lines, read)]
+        figures[key] = {"n": len(lines), "exact": float(np.mean(exact)), "right_count": float(np.mean(count))}
+        print(f"\n{what} ({len(lines)}): read exactly {np.mean(exact):.1%}, right number of digits "
+              f"{np.mean(count):.1%}")
 
     # 5. People's images made from MNIST test digits (the test suite's kinds).
     images, labels = [], []

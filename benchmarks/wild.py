@@ -114,14 +114,16 @@ def wild_digits(rng: np.random.Generator, per_font_digit: int = 6) -> list[tuple
     return out
 
 
-def wild_lines(rng: np.random.Generator, count: int = 100) -> list[tuple[str, str, bytes]]:
-    """[(text, font name, image bytes)]: lines of 3-8 digits in one handwriting font, gaps of varied width."""
+def wild_lines(rng: np.random.Generator, count: int = 100, touching: bool = False) -> list[tuple[str, str, bytes]]:
+    """[(text, font name, image bytes)]: lines of 3-8 digits in one handwriting font, gaps of varied width
+    (touching: no gaps, the digits' boxes meeting or overlapping by up to an eighth of the font size)."""
     fonts, out = handwriting_fonts(), []
     for _ in range(count):
         font = fonts[rng.integers(len(fonts))]
         text = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(3, 9))))
         size = int(rng.integers(40, 110))
-        gaps = [int(g) for g in rng.integers(size // 10, size // 2, len(text) - 1)]
+        low, high = (-size // 8, 1) if touching else (size // 10, size // 2)
+        gaps = [int(g) for g in rng.integers(low, high, len(text) - 1)]
         out.append((text, font.rsplit("/", 1)[1], _compose(rng, _text_layer(rng, text, font, size, gaps))))
     return out
 

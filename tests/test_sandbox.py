@@ -41,7 +41,7 @@ def test_workers_prepare_exactly_what_the_process_would(pool):
         here, there = prepare(data, line=line), pool.prepare(data, line=line)
         assert there.digits.dtype == np.float32 and there.digits.shape == here.digits.shape
         assert np.array_equal(there.digits, here.digits)
-        assert there.boxes == here.boxes
+        assert there.boxes == here.boxes and there.readings == here.readings
     assert len(pool.prepare(data, line=True).digits) == 3  # three digits, three boxes
     blank = io.BytesIO()
     Image.new("L", (40, 40), 255).save(blank, "PNG")
@@ -122,6 +122,12 @@ def test_a_line_answer_needs_a_box_per_digit():
     assert len(_answer({"count": 2, "boxes": [[0, 0, 5, 5], [6, 0, 9, 5]]}, zeros, line=True).digits) == 2
     with pytest.raises(DigitrecError):
         _answer({"count": 2, "boxes": []}, zeros, line=True)
+    boxes = [[0, 0, 5, 5], [6, 0, 9, 5]]
+    assert _answer({"count": 2, "boxes": boxes, "readings": [[[0], [0, 1]]]}, zeros, line=True).readings == (
+        ((0,), (0, 1)),)
+    for readings in ([[[2]]], [[[-1]]], [[[]]], [[]], [[0]], "2", [[[1.0]]], [[[True]]]):  # not indices of digits
+        with pytest.raises(DigitrecError):
+            _answer({"count": 2, "boxes": boxes, "readings": readings}, zeros, line=True)
 
 
 @pytest.mark.parametrize("message", [

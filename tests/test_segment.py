@@ -3,6 +3,7 @@
 import numpy as np
 
 from digitrec.preprocess import Ink
+from digitrec.predict import best_readings
 from digitrec.segment import segment
 
 
@@ -10,8 +11,16 @@ def ink(mask: np.ndarray) -> Ink:
     return Ink(mask.astype(np.float32), mask)
 
 
+def readings(mask: np.ndarray) -> list[list[list[tuple[int, int]]]]:
+    """Per piece of ink, its readings, each as the column ranges of its digits."""
+    return [[[(digits[i][1][0], digits[i][1][2]) for i in way] for way in ways] for digits, ways in segment(ink(mask))]
+
+
 def boxes(mask: np.ndarray) -> list[tuple[int, int]]:
-    return [(box[0], box[2]) for _, box in segment(ink(mask))]
+    """The digits' column ranges, for lines whose pieces have one reading each."""
+    found = readings(mask)
+    assert all(len(piece) == 1 for piece in found), found
+    return [columns for piece in found for columns in piece[0]]
 
 
 def test_a_digit_leaning_over_its_neighbour_stays_two_digits():
@@ -35,3 +44,28 @@ def test_pieces_above_each_other_are_one_digit():
     line[32:52, 24:42] = True  # (too tall to count as a fragment: this is the overlap rule at work)
     line[10:52, 50:54] = True  # and a 1 beside it
     assert boxes(line) == [(20, 42), (50, 54)]
+
+
+def test_a_piece_too_wide_for_one_digit_is_read_whole_and_cut_where_its_ink_is_thinnest():
+    line = np.zeros((60, 120), bool)
+    line[10:50, 10:14] = True  # a 1, 40 px tall: the line's digit height
+    line[10:50, 30:55] = True  # one piece 55 px wide: one wide digit or two touching ones; its ink is thinnest
+    line[28:32, 55:60] = True  # where they touch
+    line[10:50, 60:85] = True
+    one, wide = readings(line)
+    assert one == [[(10, 14)]]
+    assert wide[0] == [(30, 85)] and [(30, 55), (55, 85)] in wide  # whole first; the cut at the thin join
+    for way in wide:  # every reading covers the piece, left to right, with digits 8-64 px wide
+        assert way[0][0] == 30 and way[-1][1] == 85 and all(a[1] == b[0] for a, b in zip(way, way[1:]))
+        assert all(8 <= x1 - x0 <= 64 for x0, x1 in way)
+    assert [len(way) for way in wide] == sorted(len(way) for way in wide)  # fewest digits first
+
+
+def test_the_reading_most_likely_all_right_is_kept():
+    # a 1 (candidate 0), a wide piece read whole (1) or cut (2, 3), a 7 (4)
+    readings = (((0,),), ((1,), (2, 3)), ((4,),))
+    whole_wins = np.array([0.99, 0.97, 0.99, 0.10, 0.99])  # cut: a body and a "not a digit" flag
+    cut_wins = np.array([0.99, 0.20, 0.99, 0.98, 0.99])  # whole: two digits side by side, "not a digit"
+    assert best_readings(whole_wins, readings) == [0, 1, 4]
+    assert best_readings(cut_wins, readings) == [0, 2, 3, 4]
+    assert best_readings(whole_wins, ()) == [0, 1, 2, 3, 4]  # no readings: every candidate is a digit

@@ -347,13 +347,18 @@ def mnist_form(grey: np.ndarray) -> np.ndarray | None:
 
 @dataclass(frozen=True)
 class Prepared:
-    """What the model needs from one image: its 28x28 inputs (one for a single digit, one per digit of a line;
-    none: no ink) and, for a line, each digit's box in the original image's pixels.  Made by `prepare` here, or
-    elsewhere (the server prepares images in sandboxed worker processes) and passed on as is; `error` is then
-    the DigitrecError that preparing it gave."""
+    """What the model needs from one image: its 28x28 inputs (one for a single digit, one per candidate digit of
+    a line; none: no ink) and, for a line, each one's box in the original image's pixels.  Made by `prepare`
+    here, or elsewhere (the server prepares images in sandboxed worker processes) and passed on as is; `error`
+    is then the DigitrecError that preparing it gave.
+
+    A line's pieces of ink may be read more than one way (segment.py): `readings` holds, per piece, its
+    readings, each the indices into `digits` of one way to read it, left to right (a piece read one way as one
+    digit: ((i,),)); the reader keeps one reading per piece (predict.best_readings)."""
 
     digits: np.ndarray  # float32 [N, 28, 28]
     boxes: tuple[tuple[int, int, int, int], ...] = ()  # (x0, y0, x1, y1) per digit, lines only
+    readings: tuple[tuple[tuple[int, ...], ...], ...] = ()  # lines only: per piece, its readings (indices)
     error: DigitrecError | None = None
     grey: np.ndarray | None = None  # the analysed grey image and its scale, kept only when asked (annotations)
     scale: float = 1.0
@@ -377,10 +382,13 @@ def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False)
         return Prepared(to_mnist(ink)[None], **kept)
     from .segment import segment  # (segment.py builds on this module's Ink; it imports SciPy, which a process
     # that prepares single digits never needs: 0.25 s of each `predict` worker's start)
-    pieces = segment(ink)
-    digits = np.stack([to_mnist(piece) for piece, _ in pieces]) if pieces else np.zeros((0, 28, 28), np.float32)
-    boxes = tuple(tuple(round(v * scale) for v in box) for _, box in pieces)
-    return Prepared(digits, boxes, **kept)
+    candidates, readings = [], []
+    for digits, ways in segment(ink):
+        readings.append(tuple(tuple(len(candidates) + i for i in way) for way in ways))
+        candidates.extend(digits)
+    digits = np.stack([to_mnist(part) for part, _ in candidates]) if candidates else np.zeros((0, 28, 28), np.float32)
+    boxes = tuple(tuple(round(v * scale) for v in box) for _, box in candidates)
+    return Prepared(digits, boxes, tuple(readings), **kept)
 
 
 def preprocess(data: bytes) -> np.ndarray | None:

@@ -1,8 +1,12 @@
 """A line of handwritten digits -> one ink image per digit, left to right.
 
 Connected components of the ink are the first guess; pieces that sit above each other (a broken 5, a 4 drawn
-in two strokes) are merged; a component far wider than the line is tall (digits that touch) is cut at the
-columns with the least ink near equally spaced positions.
+in two strokes) are merged.  A piece far wider than the line is tall holds touching digits, or is one wide
+digit (a 5 with a long flag, an italic 8): width alone cannot tell, nor where to cut.  So such a piece is read
+by recognition (the classic over-segmentation and search): cuts are proposed at the columns where the ink is
+thinnest, every way of reading the piece as a row of digits of plausible widths between those cuts (the whole
+piece among them) is a *reading*, and the reader keeps the reading its model is most sure of
+(predict.best_readings).
 """
 
 from __future__ import annotations
@@ -14,9 +18,14 @@ from scipy import ndimage
 
 from .preprocess import Ink
 
-TOO_WIDE = 1.25  # a piece wider than this x the line's digit height holds several touching digits
+TOO_WIDE = 1.25  # a piece wider than this x the line's digit height may hold several touching digits
 DIGIT_ASPECT = 0.7  # a typical digit's width / height, for guessing how many digits a wide piece holds
 FRAGMENT = 0.45  # a piece shorter than this x the tallest piece is part of a neighbouring digit
+# A digit cut out of a wide piece is between these x the line's height wide (a 1 drawn with a serif ... a wide 0).
+NARROWEST, WIDEST = 0.2, 1.6
+CUT_SPACING = 0.1  # proposed cuts are at least this x the line's height apart
+MAX_CUTS = 10  # at most this many cuts proposed in one piece (the thinnest), and
+MAX_READINGS = 64  # this many readings of it: a bound on the model calls one line may cost
 
 
 @dataclass
@@ -35,8 +44,13 @@ def _overlap(a: Piece, b: Piece) -> float:
     return max(0, min(a.x1, b.x1) - max(a.x0, b.x0)) / max(1, min(a.width, b.width))
 
 
-def segment(ink: Ink) -> list[tuple[Ink, tuple[int, int, int, int]]]:
-    """Split the ink of a line into digits: [(digit ink, (x0, y0, x1, y1)), ...] left to right."""
+Digit = tuple[Ink, tuple[int, int, int, int]]  # a digit's ink and its box (x0, y0, x1, y1)
+
+
+def segment(ink: Ink) -> list[tuple[list[Digit], list[tuple[int, ...]]]]:
+    """Split the ink of a line into digits, left to right: per piece of ink, (candidate digits, readings), a
+    reading being the indices of the candidates that make one way to read the piece, left to right.  Most
+    pieces have one candidate and one reading, (0,)."""
     labels, n = ndimage.label(ink.mask, structure=np.ones((3, 3)))
     if n == 0:
         return []
@@ -51,18 +65,31 @@ def segment(ink: Ink) -> list[tuple[Ink, tuple[int, int, int, int]]]:
             merged.append(piece)
     merged = _join_fragments(merged, labels)
     line_height = float(np.median([_height(p, labels) for p in merged]))
-    digits = []
+    line = []
     for piece in merged:
         mask = np.isin(labels, list(piece.labels))
-        for x0, x1 in _cuts(mask, piece, line_height):
-            part = np.zeros_like(mask)
-            part[:, x0:x1] = mask[:, x0:x1]
-            if not part.any():
-                continue
-            rows = np.nonzero(part.any(1))[0]
-            digits.append((Ink(np.where(part, ink.values, 0).astype(np.float32), part),
-                           (x0, int(rows[0]), x1, int(rows[-1]) + 1)))
-    return digits
+        candidates: dict[tuple[int, int], Digit | None] = {}
+        readings = []
+        for columns in _readings(mask, piece, line_height):
+            for span in columns:
+                if span not in candidates:
+                    candidates[span] = _digit(ink, mask, *span)
+            if all(candidates[span] is not None for span in columns):  # a cut through paper holds no digit
+                readings.append(columns)
+        kept = {span: d for span, d in candidates.items() if d is not None}
+        index = {span: i for i, span in enumerate(kept)}
+        if readings:
+            line.append((list(kept.values()), [tuple(index[span] for span in columns) for columns in readings]))
+    return line
+
+
+def _digit(ink: Ink, mask: np.ndarray, x0: int, x1: int) -> Digit | None:
+    part = np.zeros_like(mask)
+    part[:, x0:x1] = mask[:, x0:x1]
+    if not part.any():
+        return None
+    rows = np.nonzero(part.any(1))[0]
+    return Ink(np.where(part, ink.values, 0).astype(np.float32), part), (x0, int(rows[0]), x1, int(rows[-1]) + 1)
 
 
 def _height(piece: Piece, labels: np.ndarray) -> int:
@@ -92,16 +119,58 @@ def _join_fragments(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
     return pieces
 
 
-def _cuts(mask: np.ndarray, piece: Piece, line_height: float) -> list[tuple[int, int]]:
-    """Column ranges of the digits in one piece: itself, or several if it is clearly too wide."""
+def _readings(mask: np.ndarray, piece: Piece, line_height: float) -> list[list[tuple[int, int]]]:
+    """Ways to read one piece as digits, each the column ranges of its digits, left to right: the piece itself,
+    and when it is too wide for one digit, the rows of digits of plausible widths between proposed cuts, fewest
+    digits first (at most MAX_READINGS in all)."""
+    whole = [(piece.x0, piece.x1)]
     if piece.width <= TOO_WIDE * line_height:
-        return [(piece.x0, piece.x1)]
-    count = max(2, round(piece.width / (DIGIT_ASPECT * line_height)))
+        return [whole]
+    points = [piece.x0, *_cut_candidates(mask, piece, line_height), piece.x1]
+    narrowest, widest = NARROWEST * line_height, WIDEST * line_height
+    fits = [[j for j in range(i + 1, len(points)) if narrowest <= points[j] - points[i] <= widest]
+            for i in range(len(points))]
+
+    def rows(i: int, digits: int) -> list[list[tuple[int, int]]]:  # from points[i] to the end in `digits` digits
+        if digits == 1:
+            return [[(points[i], points[-1])]] if len(points) - 1 in fits[i] else []
+        return [[(points[i], points[j]), *rest] for j in fits[i] for rest in rows(j, digits - 1)]
+
+    readings = [whole]
+    for digits in range(2, len(points)):
+        readings += rows(0, digits)[:MAX_READINGS - len(readings)]
+    return readings
+
+
+def _cut_candidates(mask: np.ndarray, piece: Piece, line_height: float) -> list[int]:
+    """Columns where a wide piece may be cut: where its ink is thinner than in most of its columns and thinnest
+    within CUT_SPACING x the line's height either side, and where the equal-spacing guesses for its likely digit
+    counts fall; the thinnest MAX_CUTS of them, at least CUT_SPACING x the line's height apart."""
     column_ink = mask[:, piece.x0:piece.x1].sum(0).astype(np.float64)
-    step = piece.width / count
-    bounds = [piece.x0]
+    near = max(1, int(CUT_SPACING * line_height))
+    typical = np.median(column_ink)
+    proposed = {c for c in range(near, piece.width - near)
+                if column_ink[c] < typical and column_ink[c] <= column_ink[c - near:c + near + 1].min()}
+    count = max(2, round(piece.width / (DIGIT_ASPECT * line_height)))
+    for k in (count - 1, count, count + 1):
+        if k >= 2:
+            proposed.update(x for _, x in _cut(column_ink, piece.width, k)[:-1])
+    chosen: list[int] = []
+    for c in sorted(proposed, key=lambda c: (column_ink[c], c)):
+        if 0 < c < piece.width and all(abs(c - d) >= near for d in chosen):
+            chosen.append(c)
+            if len(chosen) == MAX_CUTS:
+                break
+    return sorted(piece.x0 + c for c in chosen)
+
+
+def _cut(column_ink: np.ndarray, width: int, count: int) -> list[tuple[int, int]]:
+    """A piece `width` columns wide cut into `count` digits at the columns with the least ink near equally spaced
+    positions, as column ranges relative to the piece."""
+    step = width / count
+    bounds = [0]
     for k in range(1, count):
         lo, hi = int(k * step - step / 3), int(k * step + step / 3)
-        bounds.append(piece.x0 + lo + int(np.argmin(column_ink[lo:hi])))
-    bounds.append(piece.x1)
+        bounds.append(lo + int(np.argmin(column_ink[lo:hi])))
+    bounds.append(width)
     return list(zip(bounds[:-1], bounds[1:]))

@@ -90,7 +90,7 @@ def _worker(conn, memory_bytes: int) -> None:
             if len(prepared.digits) > MAX_DIGITS:
                 raise DigitrecError(f"image too costly to read (over {MAX_DIGITS} marks)", code="too_costly")
             digits = prepared.digits.astype(np.float32).tobytes()
-            header = {"count": len(prepared.digits), "boxes": prepared.boxes}
+            header = {"count": len(prepared.digits), "boxes": prepared.boxes, "readings": prepared.readings}
             del prepared
         except DigitrecError as e:
             header = {"error": str(e), "code": e.code}
@@ -150,10 +150,17 @@ def _answer(header: dict, digits: bytes, line: bool) -> Prepared:
     if not isinstance(boxes, list) or len(boxes) != (count if line else 0) or not all(
             isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box) for box in boxes):
         raise malformed
+    readings = header.get("readings", [])  # per piece, its readings: lists of indices of the digits
+    if not isinstance(readings, list) or (readings and not line) or not all(
+            isinstance(piece, list) and piece and all(
+                isinstance(way, list) and way and all(type(i) is int and 0 <= i < count for i in way) for way in piece)
+            for piece in readings):
+        raise malformed
     array = np.frombuffer(digits, np.float32).reshape(count, 28, 28).copy()
     if not (np.isfinite(array).all() and (array >= 0).all() and (array <= 1).all()) or (not line and count > 1):
         raise malformed
-    return Prepared(array, tuple(tuple(box) for box in boxes))
+    return Prepared(array, tuple(tuple(box) for box in boxes),
+                    tuple(tuple(tuple(way) for way in piece) for piece in readings))
 
 
 class _Worker:
