@@ -185,3 +185,19 @@ def test_digit_only_batches_are_refused_for_another_data_set(small_data):
     flags_only = RECIPES["best"].with_settings(["outliers=0", "printed=0"])
     with pytest.raises(DigitrecError, match=hint):
         train(flags_only, dataset="fashion-mnist", data_dir=small_data, device="cpu", log=quiet)
+
+
+def test_a_run_too_short_for_its_one_cycle_schedule_is_refused_in_one_line():
+    """PyTorch's OneCycleLR divides by zero when the warm-up is exactly one step (5 steps, warmup 0.2: a
+    traceback from `--set train_fraction=0.01`); digitrec refuses such a run with a DigitrecError instead."""
+    from digitrec.train import SCHEDULES
+
+    make, _ = SCHEDULES["onecycle"]
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(DigitrecError, match="at least two batch steps") as e:
+        make(optimizer, RECIPES["best"], 5)
+    assert e.value.code == "invalid_input"
+    scheduler = make(optimizer, RECIPES["best"], 20)
+    for _ in range(20):
+        optimizer.step()
+        scheduler.step()

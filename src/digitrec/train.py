@@ -45,10 +45,20 @@ OPTIMIZERS: dict[str, Callable[[list, Recipe, bool], torch.optim.Optimizer]] = {
 # name -> (factory(optimizer, recipe, total batch steps), whether it steps after each "batch" or "epoch")
 SCHEDULES: dict[str, tuple[Callable, str]] = {
     "step": (lambda opt, r, steps: torch.optim.lr_scheduler.StepLR(opt, r.step_size, r.gamma), "epoch"),
-    "onecycle": (lambda opt, r, steps: torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=r.lr, total_steps=steps, pct_start=r.warmup), "batch"),
+    "onecycle": (lambda opt, r, steps: _one_cycle(opt, r, steps), "batch"),
     "constant": (lambda opt, r, steps: torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0), "epoch"),
 }
+
+
+def _one_cycle(optimizer, recipe: Recipe, steps: int):
+    """OneCycleLR, refused in one line when the run is too short for its two phases (PyTorch divides by zero
+    when the warm-up spans exactly one step, and a run of a few steps has no schedule to speak of)."""
+    if steps * min(recipe.warmup, 1 - recipe.warmup) < 2:
+        raise DigitrecError(f"the onecycle schedule needs at least two batch steps in each phase; this run has "
+                            f"{steps} in all (warmup {recipe.warmup}): train on more images or more epochs",
+                            code="invalid_input")
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps,
+                                               pct_start=recipe.warmup)
 
 
 def ema_with_warmup(decay: float) -> Callable:
