@@ -69,3 +69,15 @@ def test_the_reading_most_likely_all_right_is_kept():
     assert best_readings(whole_wins, readings) == [0, 1, 4]
     assert best_readings(cut_wins, readings) == [0, 2, 3, 4]
     assert best_readings(whole_wins, ()) == [0, 1, 2, 3, 4]  # no readings: every candidate is a digit
+
+
+def test_a_long_run_of_touching_digits_is_still_cut_and_its_readings_are_bounded():
+    from digitrec.segment import MAX_READINGS
+
+    line = np.zeros((60, 1300), bool)
+    for k in range(30):  # 30 "digits" 40 px tall, each joined to the next by a thin bar: one piece
+        line[10:50, 10 + 42 * k:38 + 42 * k] = True
+        line[28:31, 38 + 42 * k:52 + 42 * k] = True
+    (ways,) = readings(line[:, :1270])
+    assert len(ways) <= MAX_READINGS + 2 and ways[0] == [(10, 1270)]
+    assert max(len(way) for way in ways) >= 29  # the equal-spacing cut: as many digits as the width suggests

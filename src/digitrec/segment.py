@@ -11,6 +11,7 @@ piece among them) is a *reading*, and the reader keeps the reading its model is 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ FRAGMENT = 0.45  # a piece shorter than this x the tallest piece is part of a ne
 NARROWEST, WIDEST = 0.2, 1.6
 CUT_SPACING = 0.1  # proposed cuts are at least this x the line's height apart
 MAX_CUTS = 10  # at most this many cuts proposed in one piece (the thinnest), and
-MAX_READINGS = 64  # this many readings of it: a bound on the model calls one line may cost
+MAX_READINGS = 64  # this many readings of it: bounds on the work and the model calls one piece may cost
 
 
 @dataclass
@@ -122,36 +123,43 @@ def _join_fragments(pieces: list[Piece], labels: np.ndarray) -> list[Piece]:
 def _readings(mask: np.ndarray, piece: Piece, line_height: float) -> list[list[tuple[int, int]]]:
     """Ways to read one piece as digits, each the column ranges of its digits, left to right: the piece itself,
     and when it is too wide for one digit, the rows of digits of plausible widths between proposed cuts, fewest
-    digits first (at most MAX_READINGS in all)."""
+    digits first (at most MAX_READINGS; MAX_CUTS bounds the work to 2^MAX_CUTS rows), and the equal-spacing
+    cut into as many digits as its width suggests (so a piece of more touching digits than the cuts allow is
+    still cut)."""
     whole = [(piece.x0, piece.x1)]
     if piece.width <= TOO_WIDE * line_height:
         return [whole]
-    points = [piece.x0, *_cut_candidates(mask, piece, line_height), piece.x1]
+    column_ink = mask[:, piece.x0:piece.x1].sum(0).astype(np.float64)
+    count = max(2, round(piece.width / (DIGIT_ASPECT * line_height)))
+    guess = [(piece.x0 + a, piece.x0 + b) for a, b in _cut(column_ink, piece.width, count)]
+    points = [piece.x0, *_cut_candidates(column_ink, piece, line_height, count), piece.x1]
     narrowest, widest = NARROWEST * line_height, WIDEST * line_height
     fits = [[j for j in range(i + 1, len(points)) if narrowest <= points[j] - points[i] <= widest]
             for i in range(len(points))]
 
-    def rows(i: int, digits: int) -> list[list[tuple[int, int]]]:  # from points[i] to the end in `digits` digits
+    def rows(i: int, digits: int):  # rows of `digits` digits from points[i] to the piece's end
         if digits == 1:
-            return [[(points[i], points[-1])]] if len(points) - 1 in fits[i] else []
-        return [[(points[i], points[j]), *rest] for j in fits[i] for rest in rows(j, digits - 1)]
+            if len(points) - 1 in fits[i]:
+                yield [(points[i], points[-1])]
+            return
+        for j in fits[i]:
+            for rest in rows(j, digits - 1):
+                yield [(points[i], points[j]), *rest]
 
     readings = [whole]
     for digits in range(2, len(points)):
-        readings += rows(0, digits)[:MAX_READINGS - len(readings)]
-    return readings
+        readings += itertools.islice(rows(0, digits), MAX_READINGS - len(readings))
+    return readings + ([guess] if guess not in readings else [])
 
 
-def _cut_candidates(mask: np.ndarray, piece: Piece, line_height: float) -> list[int]:
+def _cut_candidates(column_ink: np.ndarray, piece: Piece, line_height: float, count: int) -> list[int]:
     """Columns where a wide piece may be cut: where its ink is thinner than in most of its columns and thinnest
-    within CUT_SPACING x the line's height either side, and where the equal-spacing guesses for its likely digit
-    counts fall; the thinnest MAX_CUTS of them, at least CUT_SPACING x the line's height apart."""
-    column_ink = mask[:, piece.x0:piece.x1].sum(0).astype(np.float64)
+    within CUT_SPACING x the line's height either side, and where the equal-spacing guesses for one digit fewer
+    or more than `count` fall; the thinnest MAX_CUTS of them, at least CUT_SPACING x the line's height apart."""
     near = max(1, int(CUT_SPACING * line_height))
     typical = np.median(column_ink)
     proposed = {c for c in range(near, piece.width - near)
                 if column_ink[c] < typical and column_ink[c] <= column_ink[c - near:c + near + 1].min()}
-    count = max(2, round(piece.width / (DIGIT_ASPECT * line_height)))
     for k in (count - 1, count, count + 1):
         if k >= 2:
             proposed.update(x for _, x in _cut(column_ink, piece.width, k)[:-1])

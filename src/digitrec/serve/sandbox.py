@@ -39,7 +39,7 @@ QUEUE_WAIT_S = 2.0  # waiting for a free worker (or, in the server, a request th
 STARTUP_S = 60.0  # a worker not ready after this is a broken installation
 MAX_DIGITS = 1024  # 28x28 inputs one image may give (a line of more marks than this is refused)
 TRIM_ABOVE = 16 << 20  # a worker holding this much more than at its start gives the freed part back
-MAX_HEADER = 1 << 16  # bytes of a worker's JSON header
+MAX_HEADER = 1 << 18  # bytes of a worker's JSON header (a line's boxes and readings)
 LINE, DIGIT = b"L", b"D"  # what the server asks of an image (the first byte of its message): a line, or one digit
 WORKER_CODES = {"invalid_image", "unsupported_format", "too_large", "too_costly", "no_ink"}  # what a worker may say
 
