@@ -16,12 +16,12 @@ from digitrec.preprocess import prepare
 from digitrec.serve.sandbox import Cancelled, DecodePool
 
 
-def _line(text_boxes: int = 3) -> bytes:
-    """A 1, a 7 and a 0 drawn side by side on off-white paper, as PNG."""
+def _line(text_boxes: int = 3, touching: bool = False) -> bytes:
+    """A 1, a 7 and a 0 drawn side by side on off-white paper (touching: the 7's bar runs into the 0), as PNG."""
     image = Image.new("L", (60 * text_boxes + 20, 90), 235)
     draw = ImageDraw.Draw(image)
     draw.line([(40, 15), (40, 75)], fill=20, width=6)
-    draw.line([(85, 15), (120, 15), (98, 75)], fill=20, width=6)
+    draw.line([(85, 15), (160 if touching else 120, 15), (98, 75)], fill=20, width=6)
     draw.ellipse([140, 15, 180, 75], outline=20, width=6)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
@@ -43,6 +43,10 @@ def test_workers_prepare_exactly_what_the_process_would(pool):
         assert np.array_equal(there.digits, here.digits)
         assert there.boxes == here.boxes and there.readings == here.readings
     assert len(pool.prepare(data, line=True).digits) == 3  # three digits, three boxes
+    touching = _line(touching=True)  # the 7 and the 0 joined: one wide piece, read more than one way
+    here, there = prepare(touching, line=True), pool.prepare(touching, line=True)
+    assert any(len(ways) > 1 for ways in here.readings) and there.readings == here.readings
+    assert np.array_equal(there.digits, here.digits) and there.boxes == here.boxes
     blank = io.BytesIO()
     Image.new("L", (40, 40), 255).save(blank, "PNG")
     assert len(pool.prepare(blank.getvalue()).digits) == 0  # no ink: no digits, no error
@@ -125,9 +129,12 @@ def test_a_line_answer_needs_a_box_per_digit():
     boxes = [[0, 0, 5, 5], [6, 0, 9, 5]]
     assert _answer({"count": 2, "boxes": boxes, "readings": [[[0], [0, 1]]]}, zeros, line=True).readings == (
         ((0,), (0, 1)),)
-    for readings in ([[[2]]], [[[-1]]], [[[]]], [[]], [[0]], "2", [[[1.0]]], [[[True]]]):  # not indices of digits
+    for readings in ([[[2]]], [[[-1]]], [[[]]], [[]], [[0]], "2", [[[1.0]]], [[[True]]],  # not indices of digits
+                     [[[0]], [[0]]], [[[0, 0, 0]]]):  # a digit in two pieces, or twice in one reading
         with pytest.raises(DigitrecError):
             _answer({"count": 2, "boxes": boxes, "readings": readings}, zeros, line=True)
+    with pytest.raises(DigitrecError):  # readings belong to lines
+        _answer({"count": 1, "boxes": [], "readings": [[[0]]]}, zeros[:3136], line=False)
 
 
 @pytest.mark.parametrize("message", [

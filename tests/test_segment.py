@@ -71,13 +71,32 @@ def test_the_reading_most_likely_all_right_is_kept():
     assert best_readings(whole_wins, ()) == [0, 1, 2, 3, 4]  # no readings: every candidate is a digit
 
 
-def test_a_long_run_of_touching_digits_is_still_cut_and_its_readings_are_bounded():
+def test_a_long_run_of_touching_digits_is_still_cut_at_its_joins_and_its_readings_are_bounded():
     from digitrec.segment import MAX_READINGS
 
-    line = np.zeros((60, 1300), bool)
-    for k in range(30):  # 30 "digits" 40 px tall, each joined to the next by a thin bar: one piece
-        line[10:50, 10 + 42 * k:38 + 42 * k] = True
-        line[28:31, 38 + 42 * k:52 + 42 * k] = True
-    (ways,) = readings(line[:, :1270])
-    assert len(ways) <= MAX_READINGS + 2 and ways[0] == [(10, 1270)]
-    assert max(len(way) for way in ways) >= 29  # the equal-spacing cut: as many digits as the width suggests
+    line = np.zeros((60, 880), bool)
+    for k in range(30):  # 30 "digits" 40 px tall and 24 wide (DIGIT_ASPECT x 40 with their joins), each joined
+        line[10:50, 10 + 28 * k:34 + 28 * k] = True  # to the next by a thin bar: one piece of ink
+        line[28:31, 34 + 28 * k:38 + 28 * k] = True
+    (ways,) = readings(line[:, :850])
+    assert len(ways) <= MAX_READINGS + 1 and ways[0] == [(10, 850)]
+    (cut,) = [way for way in ways if len(way) == 30]  # more digits than proposed cuts: the equal-spacing cut
+    assert all(34 + 28 * k <= x1 <= 38 + 28 * k for k, (_, x1) in enumerate(cut[:-1]))  # at the joins
+
+
+def test_thin_marks_and_too_many_candidates_give_digits_or_a_clear_refusal():
+    import pytest
+
+    from digitrec.errors import DigitrecError
+
+    for height, width in ((1, 10), (1, 100), (2, 10), (2, 40)):  # a dash: wide for its height, a few columns
+        line = np.zeros((20, 120), bool)
+        line[8:8 + height, 5:5 + width] = True
+        assert readings(line) and all(x1 > x0 for piece in readings(line) for way in piece for x0, x1 in way)
+    comb = np.zeros((20, 2048), bool)  # 51 combs 3.8 times as wide as tall, each with cuts proposed between
+    for k in range(51):  # all its teeth: over MAX_DIGITS candidates in all
+        comb[5:15, 40 * k:40 * k + 38:2] = True
+        comb[5:7, 40 * k:40 * k + 38] = True
+    with pytest.raises(DigitrecError) as e:
+        segment(ink(comb))
+    assert e.value.code == "too_costly"

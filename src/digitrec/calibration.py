@@ -147,15 +147,16 @@ def calibration_digits(train_split, validation: int):
 def held_out_non_digits(data_dir, digits: int, log=None) -> torch.Tensor:
     """The held-out synthetic non-digits (outliers.py's "val" bank, never trained on) that go with `digits`
     validation digits: half as many, at most the bank's size.  uint8 [M, 28, 28]."""
+    from .data import say
     from .outliers import VAL_BANK, outlier_bank
 
-    return torch.from_numpy(outlier_bank(data_dir, "val", min(VAL_BANK, digits // 2), log=log))
+    return torch.from_numpy(outlier_bank(data_dir, "val", min(VAL_BANK, digits // 2), log=log or say))
 
 
 def recalibrate(model, out, data_dir="data", device="auto", log=None):
     """Fit a trained model's calibration again, on the held-out data its training used, and write the same
     weights with the new calibration to OUT/model.safetensors.  For models trained before a change to the
-    rules here: retraining would give the same calibration, in twenty minutes instead of one."""
+    rules here: retraining would give the same calibration, in twenty minutes instead of seconds."""
     from dataclasses import replace
     from pathlib import Path
 

@@ -7,9 +7,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from .calibration import calibrate
+from .calibration import calibrate, calibration_digits
 from .checkpoint import MODEL_FILE, load_model, resolve_model_path, save_model
-from .data import load_split, say, split_validation
+from .data import load_split, say
 from .errors import DigitrecError
 from .inference import Calibration, select_device
 from .meta import ModelMeta
@@ -46,7 +46,7 @@ def build_ensemble(paths: list[str | os.PathLike], out: str | os.PathLike, data_
     held_out = [(m.recipe or {}).get("validation", 0) for m in metas]
     sizes = set(held_out)
     size = sizes.pop() if len(sizes) == 1 and 0 not in sizes else min(VALIDATION, len(train_split) // 5)
-    _, validation = split_validation(train_split, size)
+    validation = calibration_digits(train_split, size)
     calibration, summary = calibrate(model, meta, validation.to(dev), device=dev)
     seen = [str(p) for p, n in zip(paths, held_out) if n != size]
     if seen:

@@ -21,7 +21,9 @@ from .meta import META_KEY, ModelMeta
 
 # Test-time shifts: the image and its 1-pixel shifts (dy, dx); logits averaged.
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-UNCERTAIN_BELOW = 0.70  # a (calibrated) probability under this is flagged uncertain
+# A (calibrated) probability under this is flagged uncertain for models whose metadata has no threshold of its
+# own; fitted thresholds never fall below it (calibration.UNCERTAIN_RANGE).
+UNCERTAIN_BELOW = 0.70
 VERDICTS = ("digit", "uncertain", "not_a_digit", "no_ink", "error")
 
 

@@ -29,6 +29,7 @@ MAX_JPEG_SCANS = 100  # a progressive JPEG has ~10 scans; thousands of empty one
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # what people send digits in; nothing else is decoded
 WORK_PIXELS = 256 * 256  # images are shrunk to about this many pixels before analysis: cost stays bounded
 WORK_SIDE = 2048  # ... and to at most this side (a 1 x 40,000,000 strip is no line of digits)
+MAX_DIGITS = 1024  # 28x28 inputs one image may give (a line with more candidate digits is refused: too costly)
 MIN_CONTRAST = 0.12  # ink must differ from the background by this much (of the 0-1 grey range)
 TARGET_STROKE = 2.4  # MNIST strokes are about this wide (px) in the 20 px box
 TOO_LARGE = "image too large"  # how every size refusal begins (for people; programs read the error code)
@@ -357,7 +358,7 @@ class Prepared:
     digit: ((i,),)); the reader keeps one reading per piece (predict.best_readings)."""
 
     digits: np.ndarray  # float32 [N, 28, 28]
-    boxes: tuple[tuple[int, int, int, int], ...] = ()  # (x0, y0, x1, y1) per digit, lines only
+    boxes: tuple[tuple[int, int, int, int], ...] = ()  # (x0, y0, x1, y1) per candidate digit, lines only
     readings: tuple[tuple[tuple[int, ...], ...], ...] = ()  # lines only: per piece, its readings (indices)
     error: DigitrecError | None = None
     grey: np.ndarray | None = None  # the analysed grey image and its scale, kept only when asked (annotations)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .preprocess import Ink
+from .errors import DigitrecError
+from .preprocess import MAX_DIGITS, Ink
 
 TOO_WIDE = 1.25  # a piece wider than this x the line's digit height may hold several touching digits
 DIGIT_ASPECT = 0.7  # a typical digit's width / height, for guessing how many digits a wide piece holds
@@ -66,7 +67,7 @@ def segment(ink: Ink) -> list[tuple[list[Digit], list[tuple[int, ...]]]]:
             merged.append(piece)
     merged = _join_fragments(merged, labels)
     line_height = float(np.median([_height(p, labels) for p in merged]))
-    line = []
+    line, count = [], 0
     for piece in merged:
         mask = np.isin(labels, list(piece.labels))
         candidates: dict[tuple[int, int], Digit | None] = {}
@@ -77,20 +78,26 @@ def segment(ink: Ink) -> list[tuple[list[Digit], list[tuple[int, ...]]]]:
                     candidates[span] = _digit(ink, mask, *span)
             if all(candidates[span] is not None for span in columns):  # a cut through paper holds no digit
                 readings.append(columns)
-        kept = {span: d for span, d in candidates.items() if d is not None}
-        index = {span: i for i, span in enumerate(kept)}
+        index = {span: i for i, span in enumerate(dict.fromkeys(span for columns in readings for span in columns))}
+        count += len(index)
+        if count > MAX_DIGITS:
+            raise DigitrecError(f"image too costly to read (over {MAX_DIGITS} candidate digits)", code="too_costly")
         if readings:
-            line.append((list(kept.values()), [tuple(index[span] for span in columns) for columns in readings]))
+            line.append(([candidates[span] for span in index], [tuple(index[span] for span in columns)
+                                                               for columns in readings]))
     return line
 
 
 def _digit(ink: Ink, mask: np.ndarray, x0: int, x1: int) -> Digit | None:
-    part = np.zeros_like(mask)
-    part[:, x0:x1] = mask[:, x0:x1]
-    if not part.any():
-        return None
+    """The piece's ink in columns x0..x1, cropped to its rows there (to_mnist crops anyway; a full-size copy per
+    candidate cost a wide line hundreds of MB), with its box in the line; None where those columns hold no ink."""
+    part = mask[:, x0:x1]
     rows = np.nonzero(part.any(1))[0]
-    return Ink(np.where(part, ink.values, 0).astype(np.float32), part), (x0, int(rows[0]), x1, int(rows[-1]) + 1)
+    if not len(rows):
+        return None
+    y0, y1 = int(rows[0]), int(rows[-1]) + 1
+    part = np.ascontiguousarray(part[y0:y1])
+    return Ink(np.where(part, ink.values[y0:y1, x0:x1], 0).astype(np.float32), part), (x0, y0, x1, y1)
 
 
 def _height(piece: Piece, labels: np.ndarray) -> int:
@@ -154,17 +161,17 @@ def _readings(mask: np.ndarray, piece: Piece, line_height: float) -> list[list[t
 
 def _cut_candidates(column_ink: np.ndarray, piece: Piece, line_height: float, count: int) -> list[int]:
     """Columns where a wide piece may be cut: where its ink is thinner than in most of its columns and thinnest
-    within CUT_SPACING x the line's height either side, and where the equal-spacing guesses for one digit fewer
-    or more than `count` fall; the thinnest MAX_CUTS of them, at least CUT_SPACING x the line's height apart."""
+    within CUT_SPACING x the line's height either side, and where the equal-spacing guesses for `count` digits,
+    one fewer or one more fall; the thinnest MAX_CUTS of them, at least CUT_SPACING x the line's height apart."""
     near = max(1, int(CUT_SPACING * line_height))
     typical = np.median(column_ink)
     proposed = {c for c in range(near, piece.width - near)
                 if column_ink[c] < typical and column_ink[c] <= column_ink[c - near:c + near + 1].min()}
-    for k in (count - 1, count, count + 1):
-        if k >= 2:
-            proposed.update(x for _, x in _cut(column_ink, piece.width, k)[:-1])
+    guesses = {x for k in (count - 1, count, count + 1) if k >= 2 for _, x in _cut(column_ink, piece.width, k)[:-1]}
+    proposed |= guesses
     chosen: list[int] = []
-    for c in sorted(proposed, key=lambda c: (column_ink[c], c)):
+    # Thinnest first; among equally thin ones (a comb, a plateau), those nearest the guesses, not the leftmost.
+    for c in sorted(proposed, key=lambda c: (column_ink[c], min(abs(c - g) for g in guesses), c)):
         if 0 < c < piece.width and all(abs(c - d) >= near for d in chosen):
             chosen.append(c)
             if len(chosen) == MAX_CUTS:
@@ -179,6 +186,8 @@ def _cut(column_ink: np.ndarray, width: int, count: int) -> list[tuple[int, int]
     bounds = [0]
     for k in range(1, count):
         lo, hi = int(k * step - step / 3), int(k * step + step / 3)
-        bounds.append(lo + int(np.argmin(column_ink[lo:hi])))
+        cut = lo + int(np.argmin(column_ink[lo:max(hi, lo + 1)]))
+        if bounds[-1] < cut < width:  # (a piece a few columns wide: fewer digits, never an empty one)
+            bounds.append(cut)
     bounds.append(width)
     return list(zip(bounds[:-1], bounds[1:]))

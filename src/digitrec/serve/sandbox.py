@@ -30,14 +30,13 @@ import time
 import numpy as np
 
 from ..errors import DigitrecError
-from ..preprocess import Prepared
+from ..preprocess import MAX_DIGITS, Prepared
 
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 DEFAULT_MEMORY_MB = 224  # per worker, above its baseline: 2 workers keep the server within +500 MB
 DEFAULT_DEADLINE_S = 1.5  # per image: every answer within a few seconds
 QUEUE_WAIT_S = 2.0  # waiting for a free worker (or, in the server, a request thread) longer than this is 503
 STARTUP_S = 60.0  # a worker not ready after this is a broken installation
-MAX_DIGITS = 1024  # 28x28 inputs one image may give (a line of more marks than this is refused)
 TRIM_ABOVE = 16 << 20  # a worker holding this much more than at its start gives the freed part back
 MAX_HEADER = 1 << 18  # bytes of a worker's JSON header (a line's boxes and readings)
 LINE, DIGIT = b"L", b"D"  # what the server asks of an image (the first byte of its message): a line, or one digit
@@ -87,8 +86,6 @@ def _worker(conn, memory_bytes: int) -> None:
         digits = b""
         try:
             prepared = prepare(data, line=line)
-            if len(prepared.digits) > MAX_DIGITS:
-                raise DigitrecError(f"image too costly to read (over {MAX_DIGITS} marks)", code="too_costly")
             digits = prepared.digits.astype(np.float32).tobytes()
             header = {"count": len(prepared.digits), "boxes": prepared.boxes, "readings": prepared.readings}
             del prepared
@@ -156,6 +153,14 @@ def _answer(header: dict, digits: bytes, line: bool) -> Prepared:
                 isinstance(way, list) and way and all(type(i) is int and 0 <= i < count for i in way) for way in piece)
             for piece in readings):
         raise malformed
+    # Each digit belongs to one piece and a reading names it once, so a line's reading never holds more digits
+    # than the worker sent.
+    seen: set[int] = set()
+    for piece in readings:
+        used = {i for way in piece for i in way}
+        if used & seen or any(len(set(way)) != len(way) for way in piece):
+            raise malformed
+        seen |= used
     array = np.frombuffer(digits, np.float32).reshape(count, 28, 28).copy()
     if not (np.isfinite(array).all() and (array >= 0).all() and (array <= 1).all()) or (not line and count > 1):
         raise malformed
