@@ -187,17 +187,20 @@ def test_digit_only_batches_are_refused_for_another_data_set(small_data):
         train(flags_only, dataset="fashion-mnist", data_dir=small_data, device="cpu", log=quiet)
 
 
-def test_a_run_too_short_for_its_one_cycle_schedule_is_refused_in_one_line():
+def test_a_one_cycle_schedule_whose_warm_up_is_one_step_runs():
     """PyTorch's OneCycleLR divides by zero when the warm-up is exactly one step (5 steps, warmup 0.2: a
-    traceback from `--set train_fraction=0.01`); digitrec refuses such a run with a DigitrecError instead."""
+    traceback from `--set train_fraction=0.01`); digitrec's schedule runs, warming up over that one step."""
     from digitrec.train import SCHEDULES
 
     make, _ = SCHEDULES["onecycle"]
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    with pytest.raises(DigitrecError, match="at least two batch steps") as e:
-        make(optimizer, RECIPES["best"], 5)
-    assert e.value.code == "invalid_input"
-    scheduler = make(optimizer, RECIPES["best"], 20)
-    for _ in range(20):
-        optimizer.step()
-        scheduler.step()
+    for steps in (2, 5, 20):
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        scheduler = make(optimizer, RECIPES["best"], steps)
+        lrs = []
+        for _ in range(steps):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        assert max(lrs) <= RECIPES["best"].lr + 1e-12 and lrs[-1] < lrs[0] or steps == 2, lrs
+        if steps == 5:  # one step up, then down
+            assert lrs[0] < lrs[1] and lrs[1:] == sorted(lrs[1:], reverse=True), lrs
