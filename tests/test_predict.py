@@ -108,6 +108,18 @@ def test_a_digit_too_wide_for_its_line_is_read_whole_and_touching_digits_apart(t
             stretch, gaps, sum(two_ways), exact.mean(), exact[two_ways].mean())
 
 
+@pytest.mark.mnist
+def test_a_long_line_of_digits_is_read(test_split, predictor):
+    """A line of 40 digits is a strip 40 times as wide as tall: its digits are small against its length, which
+    the speck filter took for noise ("no ink found") before it was measured against the strip's height too."""
+    rng = np.random.default_rng(SEED + 2)
+    ids = rng.choice(len(test_split), 40, replace=False)
+    (record,) = read_images([("long", line([test_split.images[i].numpy() for i in ids], rng))], predictor)
+    truth = "".join(str(int(test_split.labels[i])) for i in ids)
+    assert record["error"] is None and len(record["text"]) == 40, record["error"]
+    assert sum(a == b for a, b in zip(record["text"], truth)) >= 38
+
+
 @pytest.mark.parametrize("image", [
     np.full((100, 100), 255, np.uint8),  # white paper
     np.zeros((28, 28), np.uint8),  # black

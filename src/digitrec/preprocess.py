@@ -262,8 +262,10 @@ def find_ink(grey: np.ndarray) -> Ink:
         return nothing
     sizes = stats[1:, cv2.CC_STAT_AREA]
     biggest = stats[1 + int(np.argmax(sizes))]
-    if max(biggest[cv2.CC_STAT_WIDTH], biggest[cv2.CC_STAT_HEIGHT]) < 0.04 * max(h, w):
-        return nothing  # only specks: noise, not a digit
+    # Only specks: noise, not a digit.  (Small against the image's longest side, but never against more than a
+    # quarter of its shortest: in a long strip, a line of 60 digits, the digits are small against its length.)
+    if max(biggest[cv2.CC_STAT_WIDTH], biggest[cv2.CC_STAT_HEIGHT]) < min(0.04 * max(h, w), 0.25 * min(h, w)):
+        return nothing
     keep = sizes >= max(0.02 * sizes.max(), 1e-4 * h * w, 2)  # specks much smaller than the strokes go
     if not keep.any():  # (a lone pixel in a small image)
         return nothing
