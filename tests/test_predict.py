@@ -125,6 +125,8 @@ def test_a_long_line_of_digits_is_read(test_split, predictor):
     np.zeros((28, 28), np.uint8),  # black
     np.full((64, 80), 128, np.uint8),  # uniform grey
     np.clip(np.random.default_rng(0).normal(200, 8, (120, 120)), 0, 255).astype(np.uint8),  # noisy blank paper
+    np.clip(np.random.default_rng(1).normal(200, 25, (3, 2000)), 0, 255).astype(np.uint8),  # a noisy thin strip
+    np.pad(np.zeros((12, 12), np.uint8), ((14, 14), (394, 394)), constant_values=255),  # a speck on a long strip
 ])
 def test_blank_images_are_no_ink_not_a_digit(image, predictor):
     assert preprocess(png(image)) is None

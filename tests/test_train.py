@@ -204,3 +204,11 @@ def test_a_one_cycle_schedule_whose_warm_up_is_one_step_runs():
         assert max(lrs) <= RECIPES["best"].lr + 1e-12 and lrs[-1] < lrs[0] or steps == 2, lrs
         if steps == 5:  # one step up, then down
             assert lrs[0] < lrs[1] and lrs[1:] == sorted(lrs[1:], reverse=True), lrs
+
+
+@pytest.mark.mnist
+def test_a_train_fraction_that_leaves_no_batch_is_refused_in_one_line(small_data, tmp_path):
+    recipe = RECIPES["seed"].with_overrides(train_fraction=1e-4, epochs=1)  # 2,000 images x 1e-4: none
+    with pytest.raises(DigitrecError, match="leaves no batch") as e:
+        train(recipe, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)
+    assert e.value.code == "invalid_input" and not (tmp_path / "run").exists()

@@ -262,9 +262,11 @@ def find_ink(grey: np.ndarray) -> Ink:
         return nothing
     sizes = stats[1:, cv2.CC_STAT_AREA]
     biggest = stats[1 + int(np.argmax(sizes))]
-    # Only specks: noise, not a digit.  (Small against the image's longest side, but never against more than a
-    # quarter of its shortest: in a long strip, a line of 60 digits, the digits are small against its length.)
-    if max(biggest[cv2.CC_STAT_WIDTH], biggest[cv2.CC_STAT_HEIGHT]) < min(0.04 * max(h, w), 0.25 * min(h, w)):
+    # Only specks: noise, not a digit.  Small against the image's longest side, unless it stands a third of the
+    # image's height and at least 12 px tall: in a long strip (a line of 20-odd digits or more) the digits are small
+    # against its length, and only there (wider than 8 times its height) does that clause change anything.
+    if max(biggest[cv2.CC_STAT_WIDTH], biggest[cv2.CC_STAT_HEIGHT]) < 0.04 * max(h, w) and \
+            biggest[cv2.CC_STAT_HEIGHT] < max(h / 3, 12):
         return nothing
     keep = sizes >= max(0.02 * sizes.max(), 1e-4 * h * w, 2)  # specks much smaller than the strokes go
     if not keep.any():  # (a lone pixel in a small image)

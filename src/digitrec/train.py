@@ -52,7 +52,8 @@ SCHEDULES: dict[str, tuple[Callable, str]] = {
 
 def _one_cycle(optimizer, recipe: Recipe, steps: int):
     """OneCycleLR.  PyTorch divides by zero when the warm-up is exactly one step (warmup 0.2 of a 5-step run,
-    from `--set train_fraction=0.01`: a traceback); a warm-up a hair longer gives the same schedule."""
+    from `--set train_fraction=0.01`: a traceback); a warm-up a hair longer runs (its peak falls a hair after
+    step 0, so step 1 is already on the way down: a run this short has no schedule to speak of anyway)."""
     warmup = recipe.warmup * (1 + 1e-9) if float(recipe.warmup * steps) == 1.0 else recipe.warmup
     return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=steps, pct_start=warmup)
 
@@ -184,6 +185,9 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     n_used -= n_used % world.size  # equal shards, so every process runs the same number of steps
     local_batch = recipe.batch_size // world.size
     steps_per_epoch = -(-(n_used // world.size) // local_batch)
+    if steps_per_epoch == 0:
+        raise DigitrecError(f"train_fraction {recipe.train_fraction} of {len(train_split)} images leaves no batch to "
+                            f"train on: raise it", code="invalid_input")
     make_schedule, schedule_unit = SCHEDULES[recipe.schedule]
     scheduler = make_schedule(optimizer, recipe, steps_per_epoch * recipe.epochs)
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
