@@ -100,12 +100,14 @@ def uncertain_threshold(digit_top_probabilities: torch.Tensor) -> float:
     return min(max(_largest_threshold(digit_top_probabilities, FLAG_DIGITS), low), high)
 
 
-def calibrate(network, meta: ModelMeta, validation, outliers=None, device="cpu", log=None) -> tuple[Calibration, dict]:
-    """Fit the temperature on the validation digits, then the not-a-digit threshold; return the calibration and
-    what it achieved on the validation data (for the model's metadata and the training log).
+def calibrate(network, meta: ModelMeta, validation, outliers=None, device="cpu", log=None,
+              seen: bool = False) -> tuple[Calibration, dict]:
+    """Fit the temperature on the validation digits, then the not-a-digit and uncertain thresholds; return the
+    calibration and what it achieved on the validation data (for the model's metadata and the training log).
 
     network: the trained model (before test-time shifts and temperature); meta: its metadata (recipe.tta).
     validation: a data.Split of held-out digits; outliers: uint8 [M, 28, 28] held-out non-digits, or None.
+    seen: the digits are ones the model trained on (a recipe without a held-out split); said in `fitted_on`.
     """
     from .data import to_float
     from .inference import logits_of, predictive_model
@@ -126,15 +128,16 @@ def calibrate(network, meta: ModelMeta, validation, outliers=None, device="cpu",
         summary.update(outliers=len(outliers), outliers_not_a_digit=(top < threshold).double().mean().item(),
                        outliers_uncertain_or_not=(top < flag_below).double().mean().item())
     fitted_on = f"{len(labels)} held-out training digits" + \
-        (f" and {len(outliers)} held-out synthetic non-digits" if outliers is not None else "")
+        (f" and {len(outliers)} held-out synthetic non-digits" if outliers is not None else "") + \
+        (" (seen in training: no held-out split)" if seen else "")
     return Calibration(temperature, threshold, flag_below, fitted_on=fitted_on), summary
 
 
 def calibration_digits(train_split, validation: int):
-    """The digits a model is calibrated on (a data.Split): the validation carve of `validation` images its
-    recipe held out from `train_split`, the whole training split (data.split_validation); for recipes that
-    trained on every image (validation 0), the same stratified carve of min(5000, a fifth) of the images they
-    trained on (the metadata says so)."""
+    """The digits a model is calibrated on (a data.Split): the carve of `validation` images its recipe held out
+    (data.split_validation) from `train_split`, the data set's whole training split; for recipes that trained
+    on every image (validation 0), the same stratified carve of min(5000, a fifth) of the images they trained
+    on (calibrate(..., seen=True) says so in the metadata)."""
     from .data import Split, split_validation, validation_indices
 
     if validation:
@@ -174,9 +177,8 @@ def recalibrate(model, out, data_dir="data", device="auto", log=None):
     recipe = meta.recipe or {}
     digits = calibration_digits(load_split(meta.dataset, data_dir, train=True), recipe.get("validation", 0))
     non_digits = held_out_non_digits(data_dir, len(digits), log) if recipe.get("outliers") else None
-    calibration, summary = calibrate(network, meta, digits.to(dev), non_digits, dev)
-    if not recipe.get("validation", 0):
-        calibration = replace(calibration, fitted_on=calibration.fitted_on + " (seen in training: no held-out split)")
+    calibration, summary = calibrate(network, meta, digits.to(dev), non_digits, dev,
+                                     seen=not recipe.get("validation", 0))
     before = Calibration.from_meta(meta)
     log(f"calibrated on {calibration.fitted_on}: temperature {before.temperature:.3f} -> "
         f"{calibration.temperature:.3f}, not a digit below {before.not_a_digit_below:.3f} -> "

@@ -317,9 +317,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     held_out = val_split if val_split is not None else calibration_digits(train_split, 0)
     outliers_val = held_out_non_digits(data_dir, len(held_out), log if world.is_main else _quiet) \
         if outliers is not None else None
-    calibration, summary = calibrate(eval_model, final, held_out, outliers_val, dev)
-    if val_split is None:
-        calibration = replace(calibration, fitted_on=calibration.fitted_on + " (seen in training: no held-out split)")
+    calibration, summary = calibrate(eval_model, final, held_out, outliers_val, dev, seen=val_split is None)
     final = replace(final, calibration=calibration.to_dict(), calibration_validation=summary)
     # Per epoch a plain evaluation tracks progress; the final model is measured once the way it will predict
     # (test-time shifts, calibration): that figure is the one saved with it.
