@@ -69,6 +69,10 @@ def test_the_reading_most_likely_all_right_is_kept():
     assert best_readings(whole_wins, readings) == [0, 1, 4]
     assert best_readings(cut_wins, readings) == [0, 2, 3, 4]
     assert best_readings(whole_wins, ()) == [0, 1, 2, 3, 4]  # no readings: every candidate is a digit
+    # A cut a little more likely right than the whole does not pay for its extra digit (SPLIT_COST): a wide 0
+    # read 0.95 stays whole against its halves read as 1s at 0.99 each (0.98); read 0.85, the halves win.
+    assert best_readings(np.array([0.99, 0.95, 0.99, 0.99, 0.99]), readings) == [0, 1, 4]
+    assert best_readings(np.array([0.99, 0.85, 0.99, 0.99, 0.99]), readings) == [0, 2, 3, 4]
 
 
 def test_a_long_run_of_touching_digits_is_still_cut_at_its_joins_and_its_readings_are_bounded():

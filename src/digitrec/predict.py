@@ -184,16 +184,24 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
     return records
 
 
+# A reading pays this much log-probability for each digit beyond its first: cutting must make the piece about 10%
+# more likely read right than fewer digits do.  Chosen with segment.TOO_WIDE on lines of validation digits
+# (benchmarks/validation_lines.py): 0 cut some wide single digits in two (lines with wide digits 98.5% against
+# 99.0%), 0.2 lost touching lines (43% against 44.5%).
+SPLIT_COST = 0.1
+
+
 def best_readings(top: np.ndarray, readings: tuple[tuple[tuple[int, ...], ...], ...]) -> list[int]:
     """Which of a line's candidate digits to keep: per piece of ink, the reading whose digits are most likely all
-    read right, the product of their (calibrated) top probabilities.  A wide 5 read whole (0.99) beats its body
-    and flag read apart (0.99 x 0.1, the flag "not a digit"); two touching digits read whole look like the
-    side-by-side pairs the model was taught are not digits, and lose to the two read apart.  top: [N] top
-    probabilities; readings: Prepared.readings (empty: every candidate is a digit)."""
+    read right, the product of their (calibrated) top probabilities, less SPLIT_COST per extra digit.  A wide 5
+    read whole (0.99) beats its body and flag read apart (0.99 x 0.1, the flag "not a digit"); two touching
+    digits read whole look like the side-by-side pairs the model was taught are not digits, and lose to the two
+    read apart.  top: [N] top probabilities; readings: Prepared.readings (empty: every candidate is a digit)."""
     if not readings:
         return list(range(len(top)))
     log_top = np.log(np.maximum(top, 1e-12))
-    return [i for ways in readings for i in max(ways, key=lambda way: log_top[list(way)].sum())]
+    return [i for ways in readings
+            for i in max(ways, key=lambda way: log_top[list(way)].sum() - SPLIT_COST * (len(way) - 1))]
 
 
 def draw_boxes(grey: np.ndarray, scale: float, found: list[dict], path: Path) -> None:

@@ -20,7 +20,11 @@ from scipy import ndimage
 from .errors import DigitrecError
 from .preprocess import MAX_DIGITS, Ink
 
-TOO_WIDE = 1.25  # a piece wider than this x the line's digit height may hold several touching digits
+# A piece wider than this x the line's digit height may hold several touching digits.  Chosen on lines of
+# validation digits (benchmarks/validation_lines.py, with predict.SPLIT_COST): 1.1 against 1.25 read 44.5% of
+# the touching lines exactly against 40%, and the other kinds as well.  Lower reads more touching lines (0.8:
+# 49%) but cuts marks that are not digits into two "digits" (lines with one: 37% read right against 81%).
+TOO_WIDE = 1.1
 DIGIT_ASPECT = 0.7  # a typical digit's width / height, for guessing how many digits a wide piece holds
 FRAGMENT = 0.45  # a piece shorter than this x the tallest piece is part of a neighbouring digit
 # A digit cut out of a wide piece is between these x the line's height wide (a 1 drawn with a serif ... a wide 0).
