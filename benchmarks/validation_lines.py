@@ -1,27 +1,30 @@
-"""Lines of validation digits, read through the whole `read` path: how line-reading settings are chosen without
-looking at the trust benchmark's lines (those are evaluation data).  The digits are the 5,000 training images
-every recipe holds out (data.split_validation), 3-8 to a line, drawn on paper by tests/synth.line in three
+"""Lines of validation digits, read through the whole `read` path: how the line-reading settings are chosen
+without looking at the trust benchmark's lines (those are evaluation data).  The digits are the 5,000 training
+images every recipe holds out (data.split_validation), 3-8 to a line, drawn on paper by tests/synth.line in four
 kinds: spaced as people write them; touching (the digits' ink boxes meeting or overlapping by up to 3 of their
-28 pixels); spaced with one digit in three drawn 1.2-1.6x wider (a wide 0, a 5 with a long flag), which a
-reader that cuts too eagerly splits in two; and spaced with one mark that is not a digit among the digits (one
-of the held-out synthetic non-digits calibration uses, outliers.py's "val" bank), to be read as "?", which a
-reader that cuts too eagerly reads as two digits.
+28 pixels); spaced with each digit, by a chance of one in three, drawn 1.2-1.6x wider (a wide 0, a 5 with a
+long flag), which a reader that cuts too eagerly splits in two; and spaced with one mark that is not a digit
+among the digits (one of the held-out synthetic non-digits calibration uses, outliers.py's "val" bank, but not
+its pairs of digits), to be read as "?", which a reader that cuts too eagerly reads as two digits.
 
-    python -m benchmarks.validation_lines MODEL [MODEL ...] [--lines 200] [--too-wide 1.25 1.0 ...]
+    python -m benchmarks.validation_lines MODEL [MODEL ...] [--lines 200] [--too-wide 1.25 1.1 ...]
+                                          [--split-cost 0 0.1 ...]
 
---too-wide sweeps segment.TOO_WIDE (a piece wider than this x the line's height is read by recognition).
+Every pair of --too-wide (segment.TOO_WIDE: a piece wider than this x the line's height is read by recognition)
+and --split-cost (predict.SPLIT_COST: what a reading pays per digit it adds) is measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from digitrec import segment
-from digitrec.data import load_split, split_validation
+from digitrec import predict, segment
+from digitrec.data import Split, load_split, split_validation
 from digitrec.outliers import KINDS, VAL_BANK, outlier_bank
 from digitrec.predict import Predictor, read_images
 
@@ -29,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synth import line  # noqa: E402
 
 
-def make_lines(validation, non_digits: np.ndarray, count: int, seed: int = 31) -> dict[str, list[tuple[str, bytes]]]:
-    """kind -> [(text, PNG bytes)], count lines of each kind."""
+def make_lines(validation: Split, non_digits: np.ndarray, count: int,
+               seed: int = 31) -> dict[str, list[tuple[str, bytes]]]:
+    """kind -> [(text, PNG bytes)], count lines of each kind; non_digits: uint8 [N, 28, 28] marks, ink high."""
     rng = np.random.default_rng(seed)
     kinds: dict[str, list[tuple[str, bytes]]] = {"spaced": [], "touching": [], "wide digits": [], "a non-digit": []}
     for kind, out in kinds.items():
@@ -61,25 +65,29 @@ def main() -> None:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--lines", type=int, default=200, help="lines of each kind")
     p.add_argument("--too-wide", type=float, nargs="+", default=[segment.TOO_WIDE])
+    p.add_argument("--split-cost", type=float, nargs="+", default=[predict.SPLIT_COST])
     a = p.parse_args()
     _, validation = split_validation(load_split("mnist", a.data_dir, train=True), 5000)
     bank = outlier_bank(a.data_dir, "val", VAL_BANK)
-    # Not the bank's pairs of MNIST digits side by side: in a line, those are two digits.
+    # Not the bank's pairs of MNIST digits side by side: in a line, those are two digits.  (make_outliers draws
+    # the kinds in turn, retrying a rejected draw as the same kind, so item i is of kind KINDS[i % len(KINDS)].)
     marks = bank[[i for i in range(len(bank)) if KINDS[i % len(KINDS)] != "pairs"]]
     kinds = make_lines(validation, marks, a.lines)
-    shipped = segment.TOO_WIDE
-    for model in a.models:
-        predictor = Predictor(model)
-        for too_wide in a.too_wide:
-            segment.TOO_WIDE = too_wide
-            figures = []
-            for kind, lines in kinds.items():
-                read = read_images([(str(i), data) for i, (_, data) in enumerate(lines)], predictor)
-                exact = np.mean([r["text"] == text for (text, _), r in zip(lines, read)])
-                count = np.mean([len(r["digits"]) == len(text) for (text, _), r in zip(lines, read)])
-                figures.append(f"{kind} {exact:.1%} exact ({count:.1%} right count)")
-            print(f"{model}, TOO_WIDE {too_wide}: " + "; ".join(figures), flush=True)
-    segment.TOO_WIDE = shipped
+    shipped = segment.TOO_WIDE, predict.SPLIT_COST
+    try:
+        for model in a.models:
+            predictor = Predictor(model)
+            for segment.TOO_WIDE, predict.SPLIT_COST in itertools.product(a.too_wide, a.split_cost):
+                figures = []
+                for kind, lines in kinds.items():
+                    read = read_images([(str(i), data) for i, (_, data) in enumerate(lines)], predictor)
+                    exact = np.mean([r["text"] == text for (text, _), r in zip(lines, read)])
+                    right_count = np.mean([len(r["digits"]) == len(text) for (text, _), r in zip(lines, read)])
+                    figures.append(f"{kind} {exact:.1%} exact ({right_count:.1%} right count)")
+                print(f"{model}, TOO_WIDE {segment.TOO_WIDE}, SPLIT_COST {predict.SPLIT_COST}: "
+                      + "; ".join(figures), flush=True)
+    finally:
+        segment.TOO_WIDE, predict.SPLIT_COST = shipped
 
 
 if __name__ == "__main__":

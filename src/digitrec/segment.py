@@ -21,9 +21,10 @@ from .errors import DigitrecError
 from .preprocess import MAX_DIGITS, Ink
 
 # A piece wider than this x the line's digit height may hold several touching digits.  Chosen on lines of
-# validation digits (benchmarks/validation_lines.py, with predict.SPLIT_COST): 1.1 against 1.25 read 44.5% of
-# the touching lines exactly against 40%, and the other kinds as well.  Lower reads more touching lines (0.8:
-# 49%) but cuts marks that are not digits into two "digits" (lines with one: 37% read right against 81%).
+# validation digits (benchmarks/validation_lines.py) with predict.SPLIT_COST: 1.1 with that price read 44.5% of
+# the touching lines exactly, against 40% for 1.25 without it, and the other kinds as well.  Lower reads more
+# touching lines (0.8: 49%) but cuts marks that are not digits into two "digits" (lines with one: 37% right
+# against 81%).
 TOO_WIDE = 1.1
 DIGIT_ASPECT = 0.7  # a typical digit's width / height, for guessing how many digits a wide piece holds
 FRAGMENT = 0.45  # a piece shorter than this x the tallest piece is part of a neighbouring digit
