@@ -131,8 +131,9 @@ def test_exported_graphs_carry_the_shifts_and_the_temperature(tmp_path, tta=True
 
 @pytest.mark.mnist
 def test_calibrate_refits_a_saved_model_and_keeps_its_weights(tmp_path, mnist_dir):
-    """The shipped model's temperature and uncertain threshold were fitted by `digitrec calibrate`: fitting them
-    again on the same held-out digits gives the same values and leaves the weights bit for bit.  (A copy whose
+    """The shipped model's temperature and uncertain threshold were fitted at the end of its training run, by the
+    code `digitrec calibrate` runs: fitting them again on the same held-out digits gives the same values and
+    leaves the weights bit for bit.  (A copy whose
     recipe says it had no non-digits, so that the synthetic non-digit bank need not be drawn here: then there is
     no not-a-digit threshold.)"""
     from safetensors.torch import load_file
