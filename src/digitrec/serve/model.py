@@ -1,8 +1,8 @@
 """The model as the server runs it.
 
 A PyTorch model is served on onnxruntime when onnxruntime is installed and no backend was asked for: profiled
-on the 2-vCPU Xeon, one served call of the shipped model (five test-time shifts, batch 1, one thread) took
-4-6 ms on onnxruntime against 13-17 ms in PyTorch eager.  The model is exported once (the graph is
+on the 2-vCPU Xeon, one served call of the model shipped then (with five test-time shifts, which today's
+recipes no longer use; batch 1, one thread) took 4-6 ms on onnxruntime against 13-17 ms in PyTorch eager.  The model is exported once (the graph is
 `inference.predictive_model`: shifts and temperature inside), checked against PyTorch on the spot, and kept in
 a cache named by the model file's content hash, so later starts and the other `--workers` load it in
 milliseconds.  `--backend torch` keeps PyTorch; an .onnx model is served as it is.
