@@ -25,6 +25,7 @@ import numpy as np
 
 from digitrec import predict, segment
 from digitrec.data import Split, load_split, split_validation
+from digitrec.errors import DigitrecError
 from digitrec.outliers import KINDS, VAL_BANK, outlier_bank
 from digitrec.predict import Predictor, read_images
 
@@ -67,6 +68,9 @@ def main() -> None:
     p.add_argument("--too-wide", type=float, nargs="+", default=[segment.TOO_WIDE])
     p.add_argument("--split-cost", type=float, nargs="+", default=[predict.SPLIT_COST])
     a = p.parse_args()
+    if a.lines < 1:
+        p.error("--lines must be at least 1")
+    predictors = {model: Predictor(model) for model in a.models}  # a missing model stops it before any work
     _, validation = split_validation(load_split("mnist", a.data_dir, train=True), 5000)
     bank = outlier_bank(a.data_dir, "val", VAL_BANK)
     # Not the bank's pairs of MNIST digits side by side: in a line, those are two digits.  (make_outliers draws
@@ -75,8 +79,7 @@ def main() -> None:
     kinds = make_lines(validation, marks, a.lines)
     shipped = segment.TOO_WIDE, predict.SPLIT_COST
     try:
-        for model in a.models:
-            predictor = Predictor(model)
+        for model, predictor in predictors.items():
             for segment.TOO_WIDE, predict.SPLIT_COST in itertools.product(a.too_wide, a.split_cost):
                 figures = []
                 for kind, lines in kinds.items():
@@ -91,4 +94,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DigitrecError as e:  # a missing or unreadable model, no data: one line, not a traceback
+        raise SystemExit(f"error: {e}") from None

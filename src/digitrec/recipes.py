@@ -317,9 +317,9 @@ RECIPES: dict[str, Recipe] = {
     # Best single model (the shipped one is this recipe with epochs=30 and outlier_weight=0.25: README, The
     # shipped model; 30 epochs take 23 minutes here, over issue 12's 20 for `best`): augmentation for other
     # people's hands (affine, slant, elastic, stroke weight, width, one image in twenty as an outline, flagged 1s
-    # and crossed 7s), one-cycle SGD, label
-    # smoothing, weight averaging, digits printed in three font families beside MNIST's (round 0s, flagged
-    # 1s), and non-digits in every batch (outlier exposure) so that it can say "not a digit".  No test-time
+    # and crossed 7s), one-cycle SGD, label smoothing, weight averaging, digits printed in three font families
+    # beside MNIST's (round 0s, flagged 1s), and non-digits in every batch (outlier exposure) so that it can say
+    # "not a digit".  No test-time
     # shifts: with calibration they moved validation accuracy by less than they cost (five network calls per
     # image).  `wide-k5` (5x5 kernels in the last stage) over `wide`: 3 seeds each, validation accuracy 99.73%
     # mean against 99.65% (README, Training), for 0.4-0.5 ms more a served image.

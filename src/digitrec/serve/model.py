@@ -2,10 +2,10 @@
 
 A PyTorch model is served on onnxruntime when onnxruntime is installed and no backend was asked for: profiled
 on the 2-vCPU Xeon, one served call of the model shipped then (with five test-time shifts, which today's
-recipes no longer use; batch 1, one thread) took 4-6 ms on onnxruntime against 13-17 ms in PyTorch eager.  The model is exported once (the graph is
-`inference.predictive_model`: shifts and temperature inside), checked against PyTorch on the spot, and kept in
-a cache named by the model file's content hash, so later starts and the other `--workers` load it in
-milliseconds.  `--backend torch` keeps PyTorch; an .onnx model is served as it is.
+recipes no longer use; batch 1, one thread) took 4-6 ms on onnxruntime against 13-17 ms in PyTorch eager.  The
+model is exported once (the graph is `inference.predictive_model`: shifts and temperature inside), checked
+against PyTorch on the spot, and kept in a cache named by the model file's content hash, so later starts and
+the other `--workers` load it in milliseconds.  `--backend torch` keeps PyTorch; an .onnx model is served as it is.
 
 Every model call runs on `threads` threads (default 1): a served call is a handful of images, a second thread
 barely speeds it up, and on a busy machine the threads of one call wait on each other (PyTorch's OpenMP
