@@ -9,7 +9,8 @@ from conftest import run_cli
 
 from digitrec.data import load_split
 from digitrec.export import export
-from digitrec.predict import Predictor, default_model_path
+from digitrec.data import sha256_file
+from digitrec.predict import Predictor, default_int8_path, default_model_path
 
 pytestmark = [pytest.mark.mnist, pytest.mark.slow]
 
@@ -33,7 +34,11 @@ def test_int8_export_is_quantized_and_within_a_tenth_of_a_point(tmp_path, mnist_
     ops = {node.op_type for node in graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     weights = [w for w in graph.initializer if w.data_type == onnx.TensorProto.INT8 and len(w.dims) == 4]
-    assert weights, "the convolution weights are stored as int8"
+    # every convolution's weights in int8 but the first one's (export.quantize_int8: 9 weights a filter)
+    assert len(weights) == sum(node.op_type == "Conv" for node in graph.node) - 1
+    made = {node.output[0]: node for node in graph.node}
+    first_conv = next(node for node in graph.node if node.op_type == "Conv")
+    assert first_conv.input[1] not in made or made[first_conv.input[1]].op_type != "DequantizeLinear"
 
     test = load_split("mnist", mnist_dir, train=False)
     images = test.images.numpy().astype(np.float32)[:, None] / 255.0
@@ -46,6 +51,16 @@ def test_int8_export_is_quantized_and_within_a_tenth_of_a_point(tmp_path, mnist_
     assert predictor.calibration.in_graph and predictor.meta.architecture
     probabilities = predictor.probabilities(list(images[:20, 0]))
     assert (probabilities.argmax(1) == labels[:20]).mean() >= 0.95 and np.allclose(probabilities.sum(1), 1, atol=1e-4)
+    assert predictor.meta.quantized_from == {"file": "default.safetensors", "sha256": sha256_file(default_model_path())}
+
+    # The int8 file that ships (and that `serve` runs) is this command's output: the same answers on the whole test
+    # set, logits within a rounding step of each other (the calibration's ranges may differ in the last bits
+    # between CPU kinds), the same metadata.
+    shipped = Predictor(default_int8_path(), "onnxruntime")
+    assert shipped.meta == predictor.meta
+    ours, theirs = (np.concatenate([p.runner.logits(images[s:s + 1000]) for s in range(0, len(images), 1000)])
+                    for p in (predictor, shipped))
+    assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.999 and np.abs(ours - theirs).max() < 0.5
 
 
 def test_quantize_needs_onnx(tmp_path):

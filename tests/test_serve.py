@@ -1,6 +1,7 @@
 """The HTTP server as users meet it: a real `digitrec serve` process, real HTTP requests on 127.0.0.1."""
 
 import base64
+import dataclasses
 import io
 import os
 import socket
@@ -69,8 +70,9 @@ def test_health_ready_model_docs_and_page(server):
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
     assert httpx.get(f"{url}/readyz").json()["ready"] is True
     model = httpx.get(f"{url}/v1/model").json()
-    # a PyTorch model is served on onnxruntime when that is installed (exported once: serve/model.py)
+    # the shipped model is served as its int8 export on onnxruntime when that is installed (serve/model.py)
     assert model["backend"] == ("onnxruntime" if _onnxruntime_installed() else "torch")
+    assert model["precision"] == ("int8" if _onnxruntime_installed() else "fp32")
     assert model["test_accuracy"] >= 99 and len(model["data_sha256"]) == 4
     assert model["name"] == "default" and len(model["sha256"]) == 64
     assert "/" not in str(model), "no file paths"
@@ -402,6 +404,28 @@ def test_serving_on_onnxruntime_never_loads_torch(onnx_model, digits):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_a_stale_int8_export_is_not_served(tmp_path, monkeypatch, caplog):
+    """The shipped int8 file serves only the float weights it was made from (its `quantized_from` hash)."""
+    import onnx
+
+    from digitrec.meta import META_KEY, ModelMeta
+    from digitrec.predict import default_int8_path
+    from digitrec.serve import model as served_model
+
+    assert served_model.shipped_int8().meta.quantized_from["file"] == "default.safetensors"
+    graph = onnx.load(str(default_int8_path()))
+    props = {p.key: p.value for p in graph.metadata_props}
+    meta = ModelMeta.from_json(props[META_KEY], "int8")
+    props[META_KEY] = dataclasses.replace(meta, quantized_from={"file": "default.safetensors", "sha256": "0" * 64}).to_json()
+    onnx.helper.set_model_props(graph, props)
+    onnx.save_model(graph, str(tmp_path / "stale.onnx"))
+    monkeypatch.setattr(served_model, "default_int8_path", lambda: tmp_path / "stale.onnx")
+    assert served_model.shipped_int8() is None and "was not made from default.safetensors" in caplog.text
+    monkeypatch.setattr(served_model, "cached_onnx", lambda source: None)  # (no export: the float model on PyTorch)
+    predictor, source = served_model.load(None, None)
+    assert predictor.backend == "torch" and source == default_model_path() and not predictor.meta.quantized_from
 
 
 def test_a_bad_model_file_stops_the_server_with_a_clear_message(tmp_path):

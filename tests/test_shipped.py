@@ -6,10 +6,10 @@ other people's digits and rejected non-digits worse: see the README's "How far t
 import pytest
 
 from digitrec.checkpoint import load_model
-from digitrec.data import load_split
+from digitrec.data import load_split, sha256_file
 from digitrec.evaluate import build_report
 from digitrec.inference import evaluate_split, predictive_model
-from digitrec.predict import default_model_path
+from digitrec.predict import Predictor, default_int8_path, default_model_path
 
 TOLERANCE = 0.1  # percentage points: 10 of the 10,000 test images
 FLOOR = 99.5  # README: 99.59% for the shipped model (the best recipe, 30 epochs)
@@ -28,3 +28,13 @@ def test_the_shipped_model_reaches_the_accuracy_in_its_metadata(mnist_dir):
     assert report["accuracy"] >= meta.test_accuracy - TOLERANCE
     assert report["accuracy"] >= FLOOR
     assert min(row["recall"] for row in report["per_class"]) >= 0.98  # every digit, not only the common ones
+
+
+def test_the_shipped_int8_export_was_made_from_the_shipped_weights():
+    """`digitrec serve` runs weights/default.int8.onnx (serve/model.py): it must be remade whenever the weights
+    change (README, The shipped model: the command), or the server falls back to the float model."""
+    float_meta = load_model(default_model_path())[1]
+    int8 = Predictor(default_int8_path(), "onnxruntime")
+    assert int8.meta.quantized_from == {"file": "default.safetensors", "sha256": sha256_file(default_model_path())}
+    assert int8.meta.calibration == {**float_meta.calibration, "in_graph": True}
+    assert int8.meta.test_accuracy == float_meta.test_accuracy

@@ -48,6 +48,8 @@ class ModelMeta:
     teacher: dict | None = None
     # A fine-tuned model's starting weights (train(init=...)): {"file": its file name, "sha256": of that file}.
     init: dict | None = None
+    # An int8 export's float source (export.quantize_int8): {"file": its file name, "sha256": of that file}.
+    quantized_from: dict | None = None
     digitrec_version: str | None = None
     calibration: dict | None = None  # inference.Calibration.to_dict(); read it with Calibration.from_meta
     calibration_validation: dict | None = None  # what the calibration achieved on the validation data

@@ -35,6 +35,12 @@ def default_model_path() -> Path:
     return Path(str(resources.files("digitrec") / "weights" / "default.safetensors"))
 
 
+def default_int8_path() -> Path:
+    """The shipped model's int8 export (`digitrec export ... --quantize int8`; README, The shipped model): what
+    `digitrec serve` runs when no model is given."""
+    return Path(str(resources.files("digitrec") / "weights" / "default.int8.onnx"))
+
+
 class Predictor:
     """A loaded model (PyTorch, or an exported ONNX file run by onnxruntime) that maps 28x28 images to
     calibrated probabilities over the 10 digits, and those to verdicts (inference.Calibration)."""

@@ -603,7 +603,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
                 "architecture": meta.architecture, "members": meta.members,
                 "recipe": meta.recipe, "test_accuracy": meta.test_accuracy,
                 "dataset": meta.dataset, "data_sha256": meta.data_sha256,
-                "backend": predictor.backend}
+                "backend": predictor.backend, "precision": "int8" if meta.quantized_from else "fp32"}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():
