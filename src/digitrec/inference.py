@@ -217,12 +217,13 @@ class TorchBackend:
         import torch
 
         from .checkpoint import load_model
+        from .models import fuse_conv_bn
 
         network, self.meta = load_model(path, device)
         self.network = network  # the bare network (explanations need its layers and gradients)
         self.device = device
         self.precision = inference_precision(precision, torch.device(device), self.meta.precision)
-        self.module = predictive_model(network, self.meta)
+        self.module = predictive_model(fuse_conv_bn(network), self.meta)
         if self.precision == "bf16":  # oneDNN's bf16 convolutions want channels-last weights too
             self.module = self.module.to(memory_format=torch.channels_last)
         self.calibration = Calibration.from_meta(self.meta)
