@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from digitrec.checkpoint import load_model
 from digitrec.data import load_split
 from digitrec.export import export, quantize_int8
-from digitrec.inference import OnnxBackend, TorchBackend, bf16_in_hardware, predictive_model
+from digitrec.inference import OnnxBackend, TorchBackend, bf16_in_hardware
 from digitrec.predict import default_model_path
 
 from .common import machine
@@ -48,15 +47,14 @@ def main():
     p.add_argument("--images", type=int, default=10_000)
     args = p.parse_args()
     print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
-    network, meta = load_model(args.model)
-    model = predictive_model(network, meta)
+    fp32 = TorchBackend(args.model, precision="fp32")  # as `predict --precision fp32` runs it (BatchNorm folded)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path, int8_path = Path(tmp) / "model.onnx", Path(tmp) / "model.int8.onnx"
         export(args.model, "onnx", onnx_path, data_dir=None, log=lambda m: None)
         quantized = quantize_int8(onnx_path, int8_path, args.data_dir, log=lambda m: None)
         print(f"int8 accuracy on the test set: {quantized['int8_accuracy']:.2f}% "
               f"(float {quantized['float_accuracy']:.2f}%)")
-        torch_fn = lambda x: model(torch.from_numpy(x))
+        torch_fn, meta = fp32.logits, fp32.meta
         bf16 = TorchBackend(args.model, precision="bf16") if bf16_in_hardware(torch.device("cpu")) else None
         shifts = "with its test-time shifts" if meta.uses_tta else "no test-time shifts"
         print(f"| model `{meta.architecture}` ({shifts}), images/s | threads | batch 1 | batch 256 |\n"
