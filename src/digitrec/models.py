@@ -4,7 +4,6 @@ returns 10 logits; any mean/std normalisation lives inside the model, so exporte
 from __future__ import annotations
 
 import copy
-
 from collections.abc import Callable
 from functools import partial
 
