@@ -45,10 +45,15 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _onnxruntime_installed() -> bool:
+def _installed(*modules: str) -> bool:
     import importlib.util
 
-    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "onnxscript"))
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def _onnxruntime_installed() -> bool:
+    """Whether a PyTorch model can be exported and served on onnxruntime (the `export` extra)."""
+    return _installed("onnxruntime", "onnx", "onnxscript")
 
 
 def cached_onnx(source: Path) -> Path | None:
@@ -96,7 +101,8 @@ def load(model: str | None, backend: str | None, threads: int = 1) -> tuple[Pred
     """(the predictor that serves, the model file people gave: the shipped float file when none was named).
     See the module's docstring."""
     source = Path(model) if model else default_model_path()
-    int8 = shipped_int8() if model is None and backend != "torch" and _onnxruntime_installed() else None
+    # (onnxruntime alone runs the shipped int8 file: the `serve` extra has it)
+    int8 = shipped_int8() if model is None and backend != "torch" and _installed("onnxruntime") else None
     if int8 is not None:
         predictor = int8
     elif backend is None and source.suffix != ".onnx" and _onnxruntime_installed():
