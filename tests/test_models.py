@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from benchmarks.report_code import CNN
-from digitrec.models import MODELS, Dropout, Ensemble, SeedCNN, build_model, count_parameters
+from digitrec.models import MODELS, Dropout, Ensemble, SeedCNN, build_model, count_parameters, fuse_conv_bn
 
 
 def test_seed_cnn_matches_the_report_name_for_name():
@@ -66,3 +66,25 @@ def test_ensemble_averages_probabilities():
     x = torch.rand(5, 1, 28, 28)
     expected = (members[0](x).softmax(1) + members[1](x).softmax(1)) / 2
     assert torch.allclose(Ensemble(members)(x).softmax(1), expected, atol=1e-6)
+
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_folding_batchnorm_for_inference_keeps_the_function(name):
+    torch.manual_seed(0)
+    model = Ensemble([build_model(name), build_model(name)]) if name == "wide" else build_model(name)
+    for m in model.modules():  # statistics far from the identity, so that a wrong fold shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    model.eval()
+    count = lambda m: sum(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())
+    pairs = sum(isinstance(a, torch.nn.Conv2d) and isinstance(b, torch.nn.BatchNorm2d)
+                for seq in model.modules() if isinstance(seq, torch.nn.Sequential) for a, b in zip(seq, seq[1:]))
+    before = count(model)
+    fused = fuse_conv_bn(model)
+    x = torch.rand(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(fused(x), model(x), atol=1e-4)
+    assert count(model) == before and count(fused) == before - pairs  # a copy; every adjacent pair folded
+    if name in ("seed", "wide", "wide-k5"):
+        assert pairs > 0  # (so that the check above can fail; `fast` pools between conv and BatchNorm)

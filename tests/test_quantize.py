@@ -1,6 +1,8 @@
 """`digitrec export --quantize int8`: onnxruntime's static quantization, checked by the test itself on the
 whole MNIST test set with its own onnxruntime sessions."""
 
+import dataclasses
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -53,14 +55,30 @@ def test_int8_export_is_quantized_and_within_a_tenth_of_a_point(tmp_path, mnist_
     assert (probabilities.argmax(1) == labels[:20]).mean() >= 0.95 and np.allclose(probabilities.sum(1), 1, atol=1e-4)
     assert predictor.meta.quantized_from == {"file": "default.safetensors", "sha256": sha256_file(default_model_path())}
 
+    assert predictor.meta.test_accuracy is None  # --no-verify: the int8 model's own accuracy is not known
+
     # The int8 file that ships (and that `serve` runs) is this command's output: the same answers on the whole test
     # set, logits within a rounding step of each other (the calibration's ranges may differ in the last bits
-    # between CPU kinds), the same metadata.
+    # between CPU kinds), the same metadata but the accuracy it was verified at.
     shipped = Predictor(default_int8_path(), "onnxruntime")
-    assert shipped.meta == predictor.meta
+    assert dataclasses.replace(shipped.meta, test_accuracy=None) == predictor.meta
     ours, theirs = (np.concatenate([p.runner.logits(images[s:s + 1000]) for s in range(0, len(images), 1000)])
                     for p in (predictor, shipped))
     assert (ours.argmax(1) == theirs.argmax(1)).mean() >= 0.999 and np.abs(ours - theirs).max() < 0.5
+
+
+def test_calibration_images_are_training_images_never_the_validation_digits(mnist_dir):
+    from digitrec.data import split_validation
+    from digitrec.export import calibration_images_of
+    from digitrec.meta import ModelMeta
+
+    _, validation = split_validation(load_split("mnist", mnist_dir, train=True), 5000)
+    held_out = {v.tobytes() for v in validation.images.numpy()}
+    chosen = calibration_images_of(ModelMeta(recipe={"validation": 5000}), mnist_dir, 1000)
+    assert chosen.shape == (1000, 1, 28, 28)
+    assert not {(np.round(c[0] * 255).astype(np.uint8)).tobytes() for c in chosen} & held_out
+    everything = calibration_images_of(ModelMeta(recipe={"validation": 0}), mnist_dir, 20_000)
+    assert {(np.round(c[0] * 255).astype(np.uint8)).tobytes() for c in everything} & held_out  # (the check can fail)
 
 
 def test_quantize_needs_onnx(tmp_path):

@@ -19,7 +19,7 @@ from conftest import run_cli
 from test_predict import _png_header_only, png
 
 from digitrec.predict import default_model_path
-from digitrec.serve.model import _onnxruntime_installed
+from digitrec.serve.model import _installed
 
 MAX_BYTES = 1_000_000
 
@@ -71,8 +71,9 @@ def test_health_ready_model_docs_and_page(server):
     assert httpx.get(f"{url}/readyz").json()["ready"] is True
     model = httpx.get(f"{url}/v1/model").json()
     # the shipped model is served as its int8 export on onnxruntime when that is installed (serve/model.py)
-    assert model["backend"] == ("onnxruntime" if _onnxruntime_installed() else "torch")
-    assert model["precision"] == ("int8" if _onnxruntime_installed() else "fp32")
+    assert model["backend"] == ("onnxruntime" if _installed("onnxruntime") else "torch")
+    assert model["precision"] == ("int8" if _installed("onnxruntime") else "fp32")
+    assert len(model["served_sha256"]) == 64 and model["served_sha256"] != model["sha256"]
     assert model["test_accuracy"] >= 99 and len(model["data_sha256"]) == 4
     assert model["name"] == "default" and len(model["sha256"]) == 64
     assert "/" not in str(model), "no file paths"
@@ -423,9 +424,19 @@ def test_a_stale_int8_export_is_not_served(tmp_path, monkeypatch, caplog):
     onnx.save_model(graph, str(tmp_path / "stale.onnx"))
     monkeypatch.setattr(served_model, "default_int8_path", lambda: tmp_path / "stale.onnx")
     assert served_model.shipped_int8() is None and "was not made from default.safetensors" in caplog.text
-    monkeypatch.setattr(served_model, "cached_onnx", lambda source: None)  # (no export: the float model on PyTorch)
-    predictor, source = served_model.load(None, None)
-    assert predictor.backend == "torch" and source == default_model_path() and not predictor.meta.quantized_from
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        # asked for onnxruntime: the float model's ONNX export
+        predictor, source = served_model.load(None, "onnxruntime")
+        assert predictor.backend == "onnxruntime" and source == default_model_path()
+        assert not predictor.meta.quantized_from
+        monkeypatch.setattr(served_model, "cached_onnx", lambda source: None)  # (no export: PyTorch serves)
+        predictor, source = served_model.load(None, None)
+        assert predictor.backend == "torch" and source == default_model_path() and not predictor.meta.quantized_from
+    finally:
+        torch.set_num_threads(threads)  # (load sets the served model's thread count for this whole process)
 
 
 def test_a_bad_model_file_stops_the_server_with_a_clear_message(tmp_path):

@@ -405,7 +405,7 @@ COMMANDS = {"fetch": _cmd_fetch, "train": _cmd_train, "distill": _cmd_distill, "
 # Commands whose whole result is what they print: the `digitrec` executable ends them without the interpreter's
 # teardown, which with PyTorch loaded takes 0.4 s (measured on the Xeon: `import torch` alone, 1.95 s to the
 # shell against 1.47 s with os._exit), a tenth of `predict` on 10,000 PNGs.  They hold no temporary files
-# or pools by then.
+# or pools by then.  Not under a profiler or a coverage tracer, which write their results at exit.
 QUICK_EXIT = {"predict", "read"}
 
 
@@ -413,12 +413,12 @@ def run() -> None:
     """The `digitrec` executable (and `python -m digitrec`): main() as a process."""
     args = _parser().parse_args()
     code = main(args=args)
-    if args.command in QUICK_EXIT:
+    if args.command in QUICK_EXIT and sys.gettrace() is None and sys.getprofile() is None:
         try:
             sys.stdout.flush()
             sys.stderr.flush()
-        except OSError:  # (a reader that went away: nothing more to say to it)
-            pass
+        except OSError:  # a reader that went away (`| head`): the shell's code for a broken pipe
+            code = 141
         os._exit(code)
     sys.exit(code)
 

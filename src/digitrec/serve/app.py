@@ -440,7 +440,10 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     # at shutdown: first drop queued requests, then stop the preparing workers
     app.router.on_shutdown.append(lambda: request_threads.shutdown(wait=False, cancel_futures=True))
     app.router.on_shutdown.append(pool.close)
+    # the model people named (the shipped float file when none), and the file that runs (its int8 export, an
+    # ONNX export of it, or itself)
     model_sha256 = served_model.file_sha256(predictor.source)
+    served_sha256 = served_model.file_sha256(Path(predictor.path))
 
     async def prepared(request: Request, items: list[tuple[str, bytes]], line: bool = False, then=None):
         """Prepare on a request thread, in the sandbox (sandbox.py); stop (and kill the workers) when the client
@@ -603,7 +606,8 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
                 "architecture": meta.architecture, "members": meta.members,
                 "recipe": meta.recipe, "test_accuracy": meta.test_accuracy,
                 "dataset": meta.dataset, "data_sha256": meta.data_sha256,
-                "backend": predictor.backend, "precision": "int8" if meta.quantized_from else "fp32"}
+                "backend": predictor.backend, "precision": "int8" if meta.quantized_from else "fp32",
+                "served_sha256": served_sha256}
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus():

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..errors import DigitrecError
 from ..predict import Predictor, default_int8_path, default_model_path
 
 log = logging.getLogger("digitrec.serve")
@@ -86,11 +87,15 @@ def cached_onnx(source: Path) -> Path | None:
 
 
 def shipped_int8() -> Predictor | None:
-    """The shipped int8 export, when it was made from the shipped float model (else None, logged)."""
+    """The shipped int8 export, when it loads and was made from the shipped float model (else None, logged)."""
     path, source = default_int8_path(), default_model_path()
-    if not path.is_file():
+    if not path.is_file() or not source.is_file():
         return None
-    predictor = Predictor(path, "onnxruntime")
+    try:
+        predictor = Predictor(path, "onnxruntime")
+    except DigitrecError as e:  # (an onnxruntime too old for the file, a damaged installation)
+        log.warning("serving the float model: %s", e)
+        return None
     if (predictor.meta.quantized_from or {}).get("sha256") != file_sha256(source):
         log.warning("serving the float model: %s was not made from %s", path.name, source.name)
         return None
@@ -105,7 +110,8 @@ def load(model: str | None, backend: str | None, threads: int = 1) -> tuple[Pred
     int8 = shipped_int8() if model is None and backend != "torch" and _installed("onnxruntime") else None
     if int8 is not None:
         predictor = int8
-    elif backend is None and source.suffix != ".onnx" and _onnxruntime_installed():
+    elif (backend is None or (backend == "onnxruntime" and model is None)) and source.suffix != ".onnx" \
+            and _onnxruntime_installed():
         from ..checkpoint import resolve_model_path
 
         source = resolve_model_path(source)
