@@ -109,3 +109,20 @@ def test_a_pickle_as_model_is_refused_by_the_cli(tmp_path):
     assert result.stderr.count("\n") == 1 and not marker.exists()
     debug = run_cli("--debug", "evaluate", str(tmp_path / "model.safetensors"), "--data-dir", str(tmp_path))
     assert "Traceback" in debug.stderr and not marker.exists()
+
+
+def test_a_reader_that_goes_away_ends_predict_quietly(tmp_path):
+    """`digitrec predict DIR | head`: no traceback, the shell's code for a broken pipe (141)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / f"{i}.png")
+    proc = subprocess.Popen([sys.executable, "-m", "digitrec", "predict", str(tmp_path), "--format", "csv"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in stderr, stderr

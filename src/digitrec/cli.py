@@ -412,14 +412,15 @@ QUICK_EXIT = {"predict", "read"}
 def run() -> None:
     """The `digitrec` executable (and `python -m digitrec`): main() as a process."""
     args = _parser().parse_args()
-    code = main(args=args)
-    if args.command in QUICK_EXIT and sys.gettrace() is None and sys.getprofile() is None:
-        try:
+    try:
+        code = main(args=args)
+        if args.command in QUICK_EXIT and sys.gettrace() is None and sys.getprofile() is None:
             sys.stdout.flush()
             sys.stderr.flush()
-        except OSError:  # a reader that went away (`| head`): the shell's code for a broken pipe
-            code = 141
-        os._exit(code)
+            os._exit(code)
+    except BrokenPipeError:  # the reader went away (`digitrec predict DIR | head`): quietly, as Unix tools do,
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (nothing left to flush at exit)
+        code = 141  # with the shell's code for a broken pipe
     sys.exit(code)
 
 
