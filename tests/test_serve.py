@@ -4,6 +4,7 @@ import base64
 import dataclasses
 import io
 import os
+import platform
 import socket
 import subprocess
 import sys
@@ -405,6 +406,25 @@ def test_serving_on_onnxruntime_never_loads_torch(onnx_model, digits):
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_an_x86_cpu_without_vnni_is_served_the_float_model(monkeypatch, caplog):
+    """int8 products can saturate on x86 without VNNI (serve/model.py): the float model serves there."""
+    from digitrec.serve import model as served_model
+
+    assert served_model.int8_may_saturate("x86_64", {"sse4_2", "avx2", "avx512f"})
+    assert not served_model.int8_may_saturate("x86_64", {"avx2", "avx_vnni"})
+    assert not served_model.int8_may_saturate("x86_64", {"avx512f", "avx512_vnni"})
+    assert not served_model.int8_may_saturate("aarch64", {"fp", "asimd"})  # not x86: not second-guessed
+    flags = served_model.cpu_flags()
+    if flags is not None:  # Linux: this machine's own flags are read (both kinds here have VNNI)
+        assert "fpu" in flags or "fp" in flags
+        assert served_model.int8_may_saturate() == (platform.machine() == "x86_64" and not flags & served_model.VNNI_FLAGS)
+    monkeypatch.setattr(served_model, "cpu_flags", lambda: {"sse4_2", "avx2"})
+    monkeypatch.setattr(served_model.platform, "machine", lambda: "x86_64")
+    assert served_model.shipped_int8() is None and "no VNNI" in caplog.text
+    predictor, _ = served_model.load(None, None)
+    assert predictor.meta.quantized_from is None  # the float model, exported for onnxruntime or in PyTorch
 
 
 def test_a_stale_int8_export_is_not_served(tmp_path, monkeypatch, caplog):

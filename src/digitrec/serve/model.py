@@ -12,7 +12,9 @@ With no model named, the shipped model is served as its int8 export (weights/def
 graph's time a call (0.31 against 0.92 ms, one thread), with the same figures on the validation data it was
 chosen on and on the trust benchmark (README, export).  Its metadata names the float file it was made from
 (`quantized_from`, with its SHA-256); if that is not the shipped float file, the int8 file is stale and the
-float model is served instead, with a warning.
+float model is served instead, with a warning.  So is it on an x86 CPU without VNNI (AVX-512 VNNI, AVX-VNNI or
+AMX int8): there the uint8 x int8 products of onnxruntime's kernels (SSE, AVX2, AVX-512) add up in 16 bits and
+can saturate, and what the validation data measured on these machines (both kinds have VNNI) need not hold.
 
 Every model call runs on `threads` threads (default 1): a served call is a handful of images, a second thread
 barely speeds it up, and on a busy machine the threads of one call wait on each other (PyTorch's OpenMP
@@ -25,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -86,10 +89,37 @@ def cached_onnx(source: Path) -> Path | None:
     return target
 
 
+VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}  # /proc/cpuinfo's names for the 8-bit dot products
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's feature flags as Linux lists them (None where there is no /proc/cpuinfo to read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return None
+
+
+def int8_may_saturate(machine: str | None = None, flags: set[str] | None = None) -> bool:
+    """Whether this is an x86 CPU known to lack VNNI (see the module's docstring).  Other architectures, and x86
+    CPUs whose flags cannot be read, are not second-guessed."""
+    machine = (machine or platform.machine()).lower()
+    flags = cpu_flags() if flags is None else flags
+    return machine in ("x86_64", "amd64", "i386", "i686") and flags is not None and not flags & VNNI_FLAGS
+
+
 def shipped_int8() -> Predictor | None:
-    """The shipped int8 export, when it loads and was made from the shipped float model (else None, logged)."""
+    """The shipped int8 export, when it loads, was made from the shipped float model and this CPU runs int8
+    without saturating (else None, logged)."""
     path, source = default_int8_path(), default_model_path()
     if not path.is_file() or not source.is_file():
+        return None
+    if int8_may_saturate():
+        log.warning("serving the float model: this x86 CPU has no VNNI, where int8 products can saturate")
         return None
     try:
         predictor = Predictor(path, "onnxruntime")
