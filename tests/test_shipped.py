@@ -12,7 +12,7 @@ from digitrec.inference import evaluate_split, predictive_model
 from digitrec.predict import Predictor, default_int8_path, default_model_path
 
 TOLERANCE = 0.1  # percentage points: 10 of the 10,000 test images
-FLOOR = 99.6  # README: 99.66% for the shipped model (the best recipe, 30 epochs, then 5 more at half the distortion)
+FLOOR = 99.6  # README: 99.66% for the shipped model; above the 99.59% of the model before it, on purpose (6 images of slack)
 
 
 @pytest.mark.mnist
