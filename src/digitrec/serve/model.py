@@ -10,11 +10,12 @@ the other `--workers` load it in milliseconds.  `--backend torch` keeps PyTorch;
 With no model named, the shipped model is served as its int8 export (weights/default.int8.onnx, made by
 `digitrec export --quantize int8` from weights/default.safetensors and shipped beside it): a third of the float
 graph's time a call (0.31 against 0.92 ms, one thread).  How it is made was chosen on validation data; each
-shipped int8 file is checked against the trust benchmark like its float model (README, export).  Its metadata names the float file it was made from
-(`quantized_from`, with its SHA-256); if that is not the shipped float file, the int8 file is stale and the
-float model is served instead, with a warning.  So is it on an x86 CPU without VNNI (AVX-512 VNNI, AVX-VNNI or
-AMX int8): there onnxruntime's AVX2 and AVX-512 kernels add uint8 x int8 products in pairs into 16 bits, which
-can saturate, and the figures measured on these machines (both kinds have VNNI) need not hold.
+shipped int8 file is checked against the trust benchmark like its float model (README, export).  Its metadata
+names the float file it was made from (`quantized_from`, with its SHA-256); if that is not the shipped float
+file, the int8 file is stale and the float model is served instead, with a warning.  So is it on an x86 CPU
+without VNNI (AVX-512 VNNI, AVX-VNNI or AMX int8): there onnxruntime's AVX2 and AVX-512 kernels add uint8 x int8
+products in pairs into 16 bits, which can saturate, and the figures measured on these machines (both kinds have
+VNNI) need not hold.
 
 Every model call runs on `threads` threads (default 1): a served call is a handful of images, a second thread
 barely speeds it up, and on a busy machine the threads of one call wait on each other (PyTorch's OpenMP
