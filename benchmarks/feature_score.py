@@ -20,12 +20,12 @@ import torch
 
 from benchmarks.common import machine
 from benchmarks.wild import wild_digits, wild_non_digits
-from digitrec.checkpoint import load_model
-from digitrec.data import load_split, split_validation, to_float
+from digitrec.data.datasets import load_split, split_validation, to_float
+from digitrec.data.outliers import VAL_BANK, outlier_bank
 from digitrec.errors import DigitrecError
-from digitrec.outliers import VAL_BANK, outlier_bank
-from digitrec.predict import default_model_path
-from digitrec.preprocess import prepare
+from digitrec.imaging.prepare import prepare
+from digitrec.inference.predict import default_model_path
+from digitrec.modelfile import load_model
 
 
 @torch.no_grad()

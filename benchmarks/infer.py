@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tests.common import machine
 
-from digitrec.data import load_split
-from digitrec.export import export, quantize_int8
-from digitrec.inference import OnnxBackend, TorchBackend, bf16_in_hardware
-from digitrec.predict import default_model_path
-
-from .common import machine
+from digitrec.data.datasets import load_split
+from digitrec.inference.backends import OnnxBackend, TorchBackend, bf16_in_hardware
+from digitrec.inference.export import export, quantize_int8
+from digitrec.inference.predict import default_model_path
 
 
 def rate(fn, x, seconds: float = 3.0) -> float:

@@ -5,7 +5,7 @@ the tests killed, how many survived, and how many were not reached in the time. 
 are listed, with why each is equivalent, in docs/mutation.md.  Settings: [tool.mutmut] in pyproject.toml.
 Not part of CI.
 
-    python -m benchmarks.mutation [--modules recipes checkpoint] [--minutes 20] [--max-children 2]
+    python -m benchmarks.mutation [--modules training.recipes modelfile] [--minutes 20] [--max-children 2]
 """
 
 import argparse
@@ -16,9 +16,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .common import machine
+from tests.common import machine
 
-MODULES = ["recipes", "checkpoint", "preprocess", "segment", "train", "serve.app"]
+MODULES = ["training.recipes", "training.checkpoint", "modelfile", "imaging.decode", "imaging.ink", "imaging.segment",
+           "imaging.prepare", "training.train", "serve.app"]
 
 
 def module_results(module: str) -> Counter:

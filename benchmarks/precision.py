@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from benchmarks.common import machine
-from digitrec.augment import random_affine
-from digitrec.data import batches, load_split
-from digitrec.inference import autocast, bf16_in_hardware, resolve_precision
+from digitrec.data.datasets import batches, load_split
+from digitrec.inference.backends import autocast, bf16_in_hardware, resolve_precision
 from digitrec.models import build_model
-from digitrec.recipes import RECIPES
-from digitrec.train import OPTIMIZERS
+from digitrec.training.augment import random_affine
+from digitrec.training.recipes import RECIPES
+from digitrec.training.train import OPTIMIZERS
 
 FLAGS = ("avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
@@ -76,7 +76,7 @@ def main() -> None:
     if a.accuracy_seeds and bf16_in_hardware(cpu):
         import statistics
 
-        from digitrec.train import train
+        from digitrec.training.train import train
 
         print(f"\nfast recipe, {a.accuracy_seeds} seeds, MNIST test accuracy (%):")
         for precision in ("fp32", "bf16"):

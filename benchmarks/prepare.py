@@ -18,8 +18,10 @@ from PIL import Image
 
 from benchmarks.common import machine
 from benchmarks.serve import page_image
-from digitrec.data import load_split
-from digitrec.preprocess import decode, find_ink, prepare, to_mnist
+from digitrec.data.datasets import load_split
+from digitrec.imaging.decode import decode
+from digitrec.imaging.ink import find_ink, to_mnist
+from digitrec.imaging.prepare import prepare
 
 
 def median_ms(fn, runs: int = 200, warmup: int = 20) -> float:

@@ -34,11 +34,10 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+from tests.abuse import rss_by_process, tree_rss_mb
+from tests.common import machine
 
-from digitrec.data import load_split
-
-from .abuse import rss_by_process, tree_rss_mb
-from .common import machine
+from digitrec.data.datasets import load_split
 
 
 def page_image(digit, seed: int = 0) -> bytes:

@@ -18,14 +18,13 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine
-from benchmarks.wild import (DEBIAN_FONTS, handwriting_fonts, later_doodles, wild_digits, wild_lines,
-                             wild_non_digits)
-from digitrec.calibration import calibration_report
-from digitrec.checkpoint import load_model
-from digitrec.data import load_split, to_float
+from benchmarks.wild import DEBIAN_FONTS, handwriting_fonts, later_doodles, wild_digits, wild_lines, wild_non_digits
+from digitrec.data.datasets import load_split, to_float
 from digitrec.errors import DigitrecError
-from digitrec.inference import evaluate_split, predictive_model
-from digitrec.predict import Predictor, default_model_path, predict_images, read_images
+from digitrec.inference.backends import evaluate_split, predictive_model
+from digitrec.inference.predict import Predictor, default_model_path, predict_images, read_images
+from digitrec.inference.reliability import calibration_report
+from digitrec.modelfile import load_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synth import variants  # noqa: E402  (the people's-images set of the test suite)

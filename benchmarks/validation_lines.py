@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from digitrec import predict, segment
-from digitrec.data import Split, load_split, split_validation
+from digitrec.data.datasets import Split, load_split, split_validation
+from digitrec.data.outliers import KINDS, VAL_BANK, outlier_bank
 from digitrec.errors import DigitrecError
-from digitrec.outliers import KINDS, VAL_BANK, outlier_bank
-from digitrec.predict import Predictor, read_images
+from digitrec.imaging import segment
+from digitrec.inference import predict
+from digitrec.inference.predict import Predictor, read_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synth import line  # noqa: E402

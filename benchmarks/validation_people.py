@@ -15,17 +15,16 @@ draws: close to what a recipe with `printed` trains on).
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from pathlib import Path
-
-import io
 
 import numpy as np
 from PIL import Image
 
-from digitrec.data import load_split, split_validation
-from digitrec.outliers import VAL_BANK, outlier_bank, printed_digit_bank
-from digitrec.predict import Predictor, predict_images
+from digitrec.data.datasets import load_split, split_validation
+from digitrec.data.outliers import VAL_BANK, outlier_bank, printed_digit_bank
+from digitrec.inference.predict import Predictor, predict_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synth import variants  # noqa: E402

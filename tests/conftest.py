@@ -6,9 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitrec.data import (TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, dataset_spec, load_split, raw_dir,
-                           sha256_file, write_idx)
+from digitrec.data.datasets import (
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    dataset_spec,
+    load_split,
+    raw_dir,
+    write_idx,
+)
 from digitrec.errors import DigitrecError
+from digitrec.files import sha256_file
 
 DATA_DIR = Path(os.environ.get("DIGITREC_DATA", Path(__file__).parent.parent / "data"))
 DATA_FIXTURES = {"mnist_dir", "small_data", "fashion_dir"}

@@ -10,8 +10,9 @@ from pathlib import Path
 from safetensors.torch import save_file
 from torch import nn
 
-from digitrec import cli, models, recipes
-from digitrec import train as training
+from digitrec import cli, models
+from digitrec.training import recipes
+from digitrec.training import train as training
 
 
 class Probe(nn.Module):

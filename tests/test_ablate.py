@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from digitrec.ablate import BASE, VARIANTS, ablate, format_table, summarize, welch_p
 from digitrec.cli import main
 from digitrec.errors import DigitrecError
 from digitrec.models import build_model, count_parameters
+from digitrec.training.ablate import BASE, VARIANTS, ablate, format_table, summarize, welch_p
 
 quiet = lambda line: None
 

@@ -3,9 +3,9 @@ Figures (time, memory, /healthz latency under 8 concurrent probes) are measured 
 each probe gets its expected 4xx (or 200 for a real image), never a 5xx, and the server stays healthy."""
 
 import socket
-from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest

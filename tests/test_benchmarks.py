@@ -27,9 +27,9 @@ def test_validation_lines_say_what_they_draw(mnist_dir):
     the text says."""
     from PIL import Image
 
-    from digitrec.data import load_split
-    from digitrec.predict import Predictor, read_images
     from benchmarks.validation_lines import make_lines
+    from digitrec.data.datasets import load_split
+    from digitrec.inference.predict import Predictor, read_images
 
     digits = load_split("mnist", mnist_dir, train=False)  # a stand-in for the validation split
     mark = np.zeros((28, 28), np.uint8)  # no digit: a filled square with a cross cut out of it

@@ -7,15 +7,23 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
 
-from digitrec.calibration import (brier, expected_calibration_error, fit_temperature, nll, not_a_digit_threshold,
-                                  recalibrate, reliability, uncertain_threshold)
-from digitrec.checkpoint import load_model, read_meta, save_model
-from digitrec.inference import Calibration, describe, predictive_model
+from digitrec.inference.backends import predictive_model
+from digitrec.inference.calibration import Calibration, describe
+from digitrec.inference.reliability import (
+    brier,
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    not_a_digit_threshold,
+    reliability,
+    uncertain_threshold,
+)
 from digitrec.meta import ModelMeta
+from digitrec.modelfile import load_model, read_meta, save_model
 from digitrec.models import FastCNN
+from digitrec.training.calibrate import recalibrate
 
 
 def _calibrated_sample(n=20_000, seed=0):
@@ -102,8 +110,8 @@ def test_exported_graphs_carry_the_shifts_and_the_temperature(tmp_path, tta=True
     checked here with the test's own onnxruntime session and torch.export.load on batches of 1, 7 and 64."""
     import onnxruntime as ort
 
-    from digitrec.export import export
-    from digitrec.inference import OnnxBackend
+    from digitrec.inference.backends import OnnxBackend
+    from digitrec.inference.export import export
 
     torch.manual_seed(1)
     net = FastCNN().eval()
@@ -138,7 +146,7 @@ def test_calibrate_refits_a_saved_model_and_keeps_its_weights(tmp_path, mnist_di
     no not-a-digit threshold.)"""
     from safetensors.torch import load_file
 
-    from digitrec.predict import default_model_path
+    from digitrec.inference.predict import default_model_path
 
     network, meta = load_model(default_model_path())
     shipped = meta.calibration

@@ -4,10 +4,11 @@ import pickle
 import pytest
 import torch
 
-from digitrec.checkpoint import last_checkpoint_dir, load_checkpoint, load_model, read_meta, save_checkpoint, save_model
 from digitrec.errors import DigitrecError
 from digitrec.meta import ModelMeta
+from digitrec.modelfile import last_checkpoint_dir, load_model, read_meta, save_model
 from digitrec.models import FastCNN, SeedCNN
+from digitrec.training.checkpoint import load_checkpoint, save_checkpoint
 
 
 class Payload:

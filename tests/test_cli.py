@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from benchmarks.report_code import CNN
 from digitrec import __version__
-from digitrec.checkpoint import load_model
+from digitrec.modelfile import load_model
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from digitrec import data
-from digitrec.data import (
+from digitrec.data import datasets as data
+from digitrec.data.datasets import (
     DATASETS,
     TEST_IMAGES,
     TRAIN_IMAGES,
@@ -20,6 +20,7 @@ from digitrec.data import (
     write_idx,
 )
 from digitrec.errors import DigitrecError
+from digitrec.files import sha256_file
 
 
 def test_idx_round_trip(tmp_path):
@@ -143,7 +144,7 @@ def test_fetch_replaces_a_corrupted_file(mnist_dir, tmp_path):
             shutil.copy(mnist_dir / "MNIST" / "raw" / n, scratch / n)
 
     fetch("mnist", tmp_path, sources={"copy": from_real_copy}, log=lambda m: None)
-    assert data.sha256_file(raw / TEST_IMAGES) == DATASETS["mnist"].sha256[TEST_IMAGES]
+    assert sha256_file(raw / TEST_IMAGES) == DATASETS["mnist"].sha256[TEST_IMAGES]
 
 
 @pytest.mark.mnist

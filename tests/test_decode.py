@@ -11,7 +11,8 @@ from PIL import Image
 
 from benchmarks.abuse import digit_image, eps, ico_with_big_png, lab_tiff, scan_bomb, tiff_rational_strips
 from digitrec.errors import DigitrecError
-from digitrec.preprocess import decode, find_ink
+from digitrec.imaging.decode import decode
+from digitrec.imaging.ink import find_ink
 
 
 def _drawn_seven() -> Image.Image:
@@ -93,7 +94,7 @@ def test_16_bit_float_and_lab_images_are_scaled_not_clipped(data):
 def test_the_background_opening_is_scipys_for_odd_and_even_windows(size):
     from scipy import ndimage
 
-    from digitrec.preprocess import grey_opening
+    from digitrec.imaging.ink import grey_opening
 
     values = np.random.default_rng(size).random((40, 57)).astype(np.float32)
     assert np.array_equal(grey_opening(values, size), ndimage.grey_opening(values, size=size))

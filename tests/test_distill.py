@@ -6,15 +6,16 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from conftest import run_cli
-from digitrec.checkpoint import load_model, read_meta, save_model
+
 from digitrec.cli import main
-from digitrec.data import load_split, sha256_file, to_float
-from digitrec.distill import soft_target_loss
-from digitrec.inference import logits_of
-from digitrec.predict import default_model_path
-from digitrec.train import train
+from digitrec.data.datasets import load_split, to_float
+from digitrec.files import sha256_file
+from digitrec.inference.backends import logits_of
+from digitrec.inference.predict import default_model_path
+from digitrec.modelfile import load_model, read_meta, save_model
+from digitrec.training.distill import soft_target_loss
+from digitrec.training.train import train
 
 # Labels get no weight (distill_weight=1): whatever the student gets right, it learnt from the teacher.
 STUDENT = ["--recipe", "fast", "--set", "validation=0", "--set", "batch_size=32", "--set", "distill_weight=1"]

@@ -8,11 +8,11 @@ import pytest
 import torch
 from conftest import run_cli
 
-from digitrec.checkpoint import load_model
-from digitrec.data import load_split
-from digitrec.inference import evaluate_split, predictive_model
-from digitrec.recipes import RECIPES
-from digitrec.train import train
+from digitrec.data.datasets import load_split
+from digitrec.inference.backends import evaluate_split, predictive_model
+from digitrec.modelfile import load_model
+from digitrec.training.recipes import RECIPES
+from digitrec.training.train import train
 
 SMALL_FAST = RECIPES["fast"].with_overrides(epochs=2, batch_size=64, validation=200)
 
@@ -70,7 +70,7 @@ def test_the_ensemble_predicts_the_mean_of_its_members_probabilities(members, en
 def test_an_exported_ensemble_matches_its_members_average(members, ensemble_dir, small_data, tmp_path):
     import onnxruntime as ort
 
-    from digitrec.export import export
+    from digitrec.inference.export import export
 
     result = export(ensemble_dir, "onnx", tmp_path / "ens.onnx", data_dir=small_data, log=lambda m: None)
     assert result["test_images"] == 500 and result["same_predictions"]
@@ -85,8 +85,8 @@ def test_an_exported_ensemble_matches_its_members_average(members, ensemble_dir,
 
 
 def test_ensemble_refuses_one_model_and_an_ensemble_of_ensembles(tmp_path):
-    from digitrec.checkpoint import save_model
     from digitrec.meta import ModelMeta
+    from digitrec.modelfile import save_model
     from digitrec.models import Ensemble, FastCNN
 
     save_model(tmp_path / "a.safetensors", FastCNN(), ModelMeta(architecture="fast", dataset="mnist"))

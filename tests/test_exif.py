@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitrec.preprocess import decode
+from digitrec.imaging.decode import decode
 
 ORIENTATION = 0x0112
 # The stored pixels: white paper, a dark block in the top-left corner; 40 rows x 60 columns, so a turn by a
@@ -61,8 +61,8 @@ def test_a_camera_jpeg_turned_a_quarter_clockwise():
 @pytest.mark.mnist
 def test_a_digit_stored_sideways_is_read_upright(mnist_dir):
     """MNIST test digits stored turned by a quarter, with the tag that turns them back: read as themselves."""
-    from digitrec.data import load_split
-    from digitrec.predict import Predictor, predict_images
+    from digitrec.data.datasets import load_split
+    from digitrec.inference.predict import Predictor, predict_images
 
     test = load_split("mnist", mnist_dir, train=False)
     items, labels = [], []

@@ -8,14 +8,14 @@ import sys
 import httpx
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
+from digitrec.analysis.explain import explain, explain_image, load, summary
 from digitrec.cli import main
 from digitrec.errors import DigitrecError
-from digitrec.explain import explain, explain_image, load, summary
-from digitrec.recipes import RECIPES
-from digitrec.train import train
+from digitrec.training.recipes import RECIPES
+from digitrec.training.train import train
 
 pytest.importorskip("captum", reason="the learn extra: pip install 'digitrec[learn]'")
 pytest.importorskip("torchinfo", reason="the learn extra: pip install 'digitrec[learn]'")
@@ -38,7 +38,7 @@ def on_the_ink(image: np.ndarray, attribution: np.ndarray) -> bool:
 
 @pytest.fixture(scope="module")
 def test_digits(mnist_dir):
-    from digitrec.data import load_split
+    from digitrec.data.datasets import load_split
 
     test = load_split("mnist", mnist_dir, False)
     return [(test.images[i].numpy().astype(np.float32) / 255, int(test.labels[i])) for i in range(6)]

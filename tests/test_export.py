@@ -11,9 +11,9 @@ import pytest
 from conftest import run_cli
 from test_serve import start_server
 
-from digitrec.export import export
-from digitrec.inference import OnnxBackend
-from digitrec.predict import default_model_path
+from digitrec.inference.backends import OnnxBackend
+from digitrec.inference.export import export
+from digitrec.inference.predict import default_model_path
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ BATCHES = (1, 7, 256)
 
 def _real_batches(mnist_dir):
     """Real MNIST test images in batches of 1, 7 and 256, float32 [N, 1, 28, 28] in [0, 1] as export() documents."""
-    from digitrec.data import load_split
+    from digitrec.data.datasets import load_split
 
     images = load_split("mnist", mnist_dir, train=False).images[:sum(BATCHES)].float().div(255).unsqueeze(1)
     starts = np.cumsum((0,) + BATCHES)
@@ -36,11 +36,11 @@ def _real_batches(mnist_dir):
 
 
 def _pytorch_outputs(x: np.ndarray) -> np.ndarray:
-    """What digitrec.export documents as the exported output: the model as digitrec predicts with it (its
+    """What digitrec.inference.export documents as the exported output: the model as digitrec predicts with it (its
     test-time shifts if any, divided by its calibration temperature), written out here from the metadata."""
     import torch
 
-    from digitrec.checkpoint import load_model
+    from digitrec.modelfile import load_model
 
     model, meta = load_model(default_model_path())
     assert not meta.uses_tta  # the shipped model predicts without shifts
@@ -97,7 +97,7 @@ def test_pt2_parity_checked_by_torch_export_load(mnist_dir, tmp_path):
 def test_predict_with_onnxruntime_never_imports_torch(onnx_model, tmp_path, mnist_dir):
     from test_predict import png
 
-    from digitrec.data import load_split
+    from digitrec.data.datasets import load_split
 
     test = load_split("mnist", mnist_dir, train=False)
     for i in range(3):
@@ -117,7 +117,7 @@ def test_predict_with_onnxruntime_never_imports_torch(onnx_model, tmp_path, mnis
 def test_serve_with_onnxruntime(onnx_model, mnist_dir):
     from test_predict import png
 
-    from digitrec.data import load_split
+    from digitrec.data.datasets import load_split
 
     test = load_split("mnist", mnist_dir, train=False)
     proc, url = start_server("--model", str(onnx_model[0]), "--backend", "onnxruntime")

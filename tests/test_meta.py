@@ -8,11 +8,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from digitrec.checkpoint import load_model, read_meta, save_model
 from digitrec.errors import DigitrecError
+from digitrec.inference.predict import default_model_path
 from digitrec.meta import META_KEY, ModelMeta
+from digitrec.modelfile import load_model, read_meta, save_model
 from digitrec.models import FastCNN
-from digitrec.predict import default_model_path
 
 # A model file's metadata as train.py wrote it before ModelMeta (a checkpoint: no test run, no calibration yet).
 OLD_STYLE = {"format": 1, "architecture": "fast", "recipe": {"name": "fast", "tta": False, "validation": 5000},

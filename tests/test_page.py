@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_serve import start_server
 
-from digitrec.predict import default_model_path
+from digitrec.inference.predict import default_model_path
 
 pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
@@ -276,7 +276,7 @@ def test_docs_try_it_out_uploads_an_image(browser, server, tmp_path, mnist_dir):
     test digit as the multipart `file`, Execute, and read the answer in the page."""
     from PIL import Image
 
-    from digitrec.data import load_split
+    from digitrec.data.datasets import load_split
 
     test = load_split("mnist", mnist_dir, train=False)
     Image.fromarray(test.images[0].numpy()).save(tmp_path / "digit.png")

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from digitrec.errors import DigitrecError
-from digitrec.inference import bf16_in_hardware, inference_precision, resolve_precision
-from digitrec.recipes import RECIPES
-from digitrec.train import train
+from digitrec.inference.backends import bf16_in_hardware, inference_precision, resolve_precision
+from digitrec.training.recipes import RECIPES
+from digitrec.training.train import train
 
 CPU = torch.device("cpu")
 
@@ -61,8 +61,8 @@ def test_the_shipped_model_predicts_the_same_digits_and_verdicts_in_bf16(mnist_d
     """What `predict --precision auto` does on this CPU, checked against fp32 on 2,000 MNIST test digits."""
     import numpy as np
 
-    from digitrec.data import load_split, to_float
-    from digitrec.predict import Predictor
+    from digitrec.data.datasets import load_split, to_float
+    from digitrec.inference.predict import Predictor
 
     test = load_split("mnist", mnist_dir, train=False)
     digits = list(to_float(test.images[:2000]).numpy()[:, 0])  # [28, 28] each
@@ -77,7 +77,7 @@ def test_the_shipped_model_predicts_the_same_digits_and_verdicts_in_bf16(mnist_d
 
 
 def test_an_onnx_model_refuses_bf16(tmp_path):
-    from digitrec.inference import load_backend
+    from digitrec.inference.backends import load_backend
 
     with pytest.raises(DigitrecError, match="runs PyTorch models"):
         load_backend(tmp_path / "model.onnx", None, "cpu", "bf16")

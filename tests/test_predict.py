@@ -13,11 +13,13 @@ from conftest import run_cli
 from PIL import Image
 from synth import line, variants
 
-from digitrec.checkpoint import read_meta
-from digitrec.data import load_split
+from digitrec.data.datasets import load_split
 from digitrec.errors import DigitrecError
-from digitrec.predict import NO_INK, Predictor, default_model_path, predict_images, read_images
-from digitrec.preprocess import MAX_BYTES, decode, find_ink, preprocess
+from digitrec.imaging.decode import MAX_BYTES, decode
+from digitrec.imaging.ink import find_ink
+from digitrec.imaging.prepare import preprocess
+from digitrec.inference.predict import NO_INK, Predictor, default_model_path, predict_images, read_images
+from digitrec.modelfile import read_meta
 
 SEED = 2026
 
@@ -88,7 +90,7 @@ def test_a_digit_too_wide_for_its_line_is_read_whole_and_touching_digits_apart(t
     reader tries the ways to read such a piece and keeps what its model reads best.  Cutting every wide piece,
     as before, read under half of the first kind of line right; reading every one whole would read none of the
     second kind whose touching pair made one piece."""
-    from digitrec.preprocess import prepare
+    from digitrec.imaging.prepare import prepare
 
     rng = np.random.default_rng(SEED + 1)
     labels = test_split.labels.numpy()
@@ -257,7 +259,7 @@ def test_read_cli_json_and_annotation(image_dir, tmp_path, test_split):
 
 @pytest.mark.mnist
 def test_predict_paths_keeps_input_order_across_chunks(image_dir, tmp_path, predictor, monkeypatch):
-    from digitrec import predict
+    from digitrec.inference import predict
 
     monkeypatch.setattr(predict, "CHUNK", 2)
     nested = sorted(str(p) for p in (image_dir / "nested").glob("*.png"))
@@ -276,7 +278,8 @@ def test_an_image_already_in_mnist_form_is_taken_as_it_is(test_split):
     image that is not in that form (off-centre, or small in its frame) is prepared as any other."""
     from PIL import Image
 
-    from digitrec.preprocess import mnist_form, prepare
+    from digitrec.imaging.ink import mnist_form
+    from digitrec.imaging.prepare import prepare
 
     for i in range(50):
         digit = test_split.images[i].numpy()

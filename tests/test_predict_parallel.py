@@ -4,8 +4,8 @@ one process."""
 import pytest
 from PIL import Image
 
-from digitrec.data import load_split
-from digitrec.predict import PARALLEL_FROM, Predictor, parallel_workers, predict_paths
+from digitrec.data.datasets import load_split
+from digitrec.inference.predict import PARALLEL_FROM, Predictor, parallel_workers, predict_paths
 
 
 @pytest.mark.mnist

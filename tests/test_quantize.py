@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 from conftest import run_cli
 
-from digitrec.data import load_split
-from digitrec.export import export
-from digitrec.data import sha256_file
-from digitrec.predict import Predictor, default_int8_path, default_model_path
+from digitrec.data.datasets import load_split
+from digitrec.files import sha256_file
+from digitrec.inference.export import export
+from digitrec.inference.predict import Predictor, default_int8_path, default_model_path
 
 pytestmark = [pytest.mark.mnist, pytest.mark.slow]
 
@@ -68,8 +68,8 @@ def test_int8_export_is_quantized_and_within_a_tenth_of_a_point(tmp_path, mnist_
 
 
 def test_calibration_images_are_training_images_never_the_validation_digits(mnist_dir):
-    from digitrec.data import split_validation
-    from digitrec.export import calibration_images_of
+    from digitrec.data.datasets import split_validation
+    from digitrec.inference.export import calibration_images_of
     from digitrec.meta import ModelMeta
 
     _, validation = split_validation(load_split("mnist", mnist_dir, train=True), 5000)

@@ -2,13 +2,13 @@ import json
 from dataclasses import dataclass
 
 import pytest
-
 from conftest import run_cli
-from digitrec import models, train
+
+from digitrec import models
 from digitrec.cli import main
 from digitrec.errors import DigitrecError
-from digitrec.recipes import (MODEL_NAMES, OPTIMIZER_NAMES, RECIPES, SCHEDULE_NAMES, Augment, Recipe,
-                              get_recipe)
+from digitrec.training import train
+from digitrec.training.recipes import MODEL_NAMES, OPTIMIZER_NAMES, RECIPES, SCHEDULE_NAMES, Augment, Recipe, get_recipe
 
 SEED = RECIPES["seed"]
 

@@ -5,9 +5,10 @@ one-cycle schedule, the EMA and the augmentation draws all change within the res
 import pytest
 import torch
 
-from digitrec.checkpoint import last_checkpoint_dir, load_checkpoint
-from digitrec.recipes import RECIPES, Recipe
-from digitrec.train import train
+from digitrec.modelfile import last_checkpoint_dir
+from digitrec.training.checkpoint import load_checkpoint
+from digitrec.training.recipes import RECIPES
+from digitrec.training.train import train
 
 quiet = lambda line: None
 

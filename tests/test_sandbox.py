@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw
 
 from benchmarks.abuse import palette_bomb
 from digitrec.errors import DigitrecError
-from digitrec.preprocess import prepare
+from digitrec.imaging.prepare import prepare
 from digitrec.serve.sandbox import Cancelled, DecodePool
 
 

@@ -6,8 +6,12 @@ content type).  Bounded: a few dozen examples per operation, about a minute on 2
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis.checks import (content_type_conformance, not_a_server_error, response_schema_conformance,
-                                 status_code_conformance)
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from test_serve import start_server
 
 pytestmark = pytest.mark.slow

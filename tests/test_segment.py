@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from digitrec.preprocess import Ink
-from digitrec.predict import best_readings
-from digitrec.segment import segment
+from digitrec.imaging.ink import Ink
+from digitrec.imaging.segment import segment
+from digitrec.inference.predict import best_readings
 
 
 def ink(mask: np.ndarray) -> Ink:
@@ -76,7 +76,7 @@ def test_the_reading_most_likely_all_right_is_kept():
 
 
 def test_a_long_run_of_touching_digits_is_still_cut_at_its_joins_and_its_readings_are_bounded():
-    from digitrec.segment import MAX_READINGS
+    from digitrec.imaging.segment import MAX_READINGS
 
     line = np.zeros((60, 880), bool)
     for k in range(30):  # 30 "digits" 40 px tall and 24 wide (DIGIT_ASPECT x 40 with their joins), each joined

@@ -5,21 +5,21 @@ import dataclasses
 import io
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
-import re
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import run_cli
+from PIL import Image
 from test_predict import _png_header_only, png
 
-from digitrec.predict import default_model_path
+from digitrec.inference.predict import default_model_path
 from digitrec.serve.model import _installed, int8_may_saturate
 
 MAX_BYTES = 1_000_000
@@ -60,7 +60,7 @@ def server():
 @pytest.fixture(scope="module")
 def digits(mnist_dir):
     """MNIST test digits as PNG files (white on black), with their labels."""
-    from digitrec.data import load_split
+    from digitrec.data.datasets import load_split
 
     test = load_split("mnist", mnist_dir, train=False)
     return [(png(test.images[i].numpy()), int(test.labels[i])) for i in range(20)]
@@ -116,7 +116,7 @@ def test_batch_gives_one_result_or_error_per_image(server, digits):
 def test_read_a_line(server, mnist_dir):
     from synth import line
 
-    from digitrec.data import load_split
+    from digitrec.data.datasets import load_split
 
     test = load_split("mnist", mnist_dir, train=False)
     image = line([test.images[i].numpy() for i in range(5)], np.random.default_rng(0))
@@ -383,7 +383,7 @@ def _process_tree(pid: int) -> list[int]:
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory):
-    from digitrec.export import export
+    from digitrec.inference.export import export
 
     path = tmp_path_factory.mktemp("onnx") / "default.onnx"
     export(default_model_path(), "onnx", path, data_dir=None, log=lambda m: None)
@@ -431,8 +431,8 @@ def test_a_stale_int8_export_is_not_served(tmp_path, monkeypatch, caplog):
     """The shipped int8 file serves only the float weights it was made from (its `quantized_from` hash)."""
     import onnx
 
+    from digitrec.inference.predict import default_int8_path
     from digitrec.meta import META_KEY, ModelMeta
-    from digitrec.predict import default_int8_path
     from digitrec.serve import model as served_model
 
     monkeypatch.setattr(served_model, "int8_may_saturate", lambda: False)  # (what this test is about on any CPU)

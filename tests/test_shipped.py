@@ -6,11 +6,12 @@ trust it")."""
 
 import pytest
 
-from digitrec.checkpoint import load_model
-from digitrec.data import load_split, sha256_file
-from digitrec.evaluate import build_report
-from digitrec.inference import evaluate_split, predictive_model
-from digitrec.predict import Predictor, default_int8_path, default_model_path
+from digitrec.analysis.evaluate import build_report
+from digitrec.data.datasets import load_split
+from digitrec.files import sha256_file
+from digitrec.inference.backends import evaluate_split, predictive_model
+from digitrec.inference.predict import Predictor, default_int8_path, default_model_path
+from digitrec.modelfile import load_model
 
 TOLERANCE = 0.1  # percentage points: 10 of the 10,000 test images
 # README: 99.66% for the shipped model; above the 99.59% of the model before it on purpose (6 images of slack).

@@ -9,10 +9,11 @@ import time
 import pytest
 import torch
 
-from digitrec.checkpoint import load_checkpoint, load_model
 from digitrec.errors import DigitrecError
-from digitrec.recipes import RECIPES, Recipe
-from digitrec.train import train
+from digitrec.modelfile import load_model
+from digitrec.training.checkpoint import load_checkpoint
+from digitrec.training.recipes import RECIPES, Recipe
+from digitrec.training.train import train
 
 quiet = lambda line: None
 SMALL = RECIPES["seed"].with_overrides(epochs=3)
@@ -140,7 +141,7 @@ def test_the_fast_recipe_reaches_99_percent_on_mnist(mnist_dir):
 
 def test_an_unknown_recipe_is_one_clear_error_naming_the_known_ones():
     from digitrec.errors import DigitrecError
-    from digitrec.recipes import get_recipe
+    from digitrec.training.recipes import get_recipe
 
     assert get_recipe("fast") is RECIPES["fast"]
     with pytest.raises(DigitrecError, match=r"^unknown recipe 'nope'; choose from seed, fast, best") as e:
@@ -190,7 +191,7 @@ def test_digit_only_batches_are_refused_for_another_data_set(small_data):
 def test_a_one_cycle_schedule_whose_warm_up_is_one_step_runs():
     """PyTorch's OneCycleLR divides by zero when the warm-up is exactly one step (5 steps, warmup 0.2: a
     traceback from `--set train_fraction=0.01`); digitrec's schedule runs, warming up over that one step."""
-    from digitrec.train import SCHEDULES
+    from digitrec.training.train import SCHEDULES
 
     make, _ = SCHEDULES["onecycle"]
     for steps in (2, 5, 20):

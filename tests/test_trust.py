@@ -7,12 +7,12 @@ import pytest
 from conftest import run_cli
 
 from benchmarks.wild import handwriting_fonts, wild_digits, wild_non_digits
-from digitrec.calibration import expected_calibration_error
-from digitrec.checkpoint import load_model
-from digitrec.data import load_split
-from digitrec.inference import evaluate_split, predictive_model
-from digitrec.outliers import make_outliers
-from digitrec.predict import Predictor, default_model_path, predict_images, read_images
+from digitrec.data.datasets import load_split
+from digitrec.data.outliers import make_outliers
+from digitrec.inference.backends import evaluate_split, predictive_model
+from digitrec.inference.predict import Predictor, default_model_path, predict_images, read_images
+from digitrec.inference.reliability import expected_calibration_error
+from digitrec.modelfile import load_model
 
 needs_fonts = pytest.mark.skipif(not handwriting_fonts(), reason="handwriting fonts not installed (make fonts)")
 
@@ -89,8 +89,8 @@ def test_hollow_augmentation_draws_outlines_of_the_strokes():
     images asked, and the other images are left as they were."""
     import torch
 
-    from digitrec.augment import random_affine
-    from digitrec.recipes import Augment
+    from digitrec.training.augment import random_affine
+    from digitrec.training.recipes import Augment
 
     bars = torch.zeros(200, 1, 28, 28)
     bars[:, :, 6:22, 10:18] = 1.0
@@ -104,7 +104,7 @@ def test_hollow_augmentation_draws_outlines_of_the_strokes():
 
 def test_icon_outliers_are_ink_and_not_one_thin_bar():
     """Every family of the `icons` outliers draws something the preprocessing keeps, and no family is a 1."""
-    from digitrec.outliers import _looks_like_a_one, draw_icon, to_digit_space
+    from digitrec.data.outliers import _looks_like_a_one, draw_icon, to_digit_space
 
     rng = np.random.default_rng(3)
     for family in range(5):
@@ -117,8 +117,8 @@ def test_aspect_augmentation_changes_the_width_alone():
     """augment.aspect: a square's width varies both ways within 1/(1+aspect)..1+aspect; its height does not."""
     import torch
 
-    from digitrec.augment import random_affine
-    from digitrec.recipes import Augment
+    from digitrec.training.augment import random_affine
+    from digitrec.training.recipes import Augment
 
     squares = torch.zeros(300, 1, 28, 28)
     squares[:, :, 10:18, 10:18] = 1.0
@@ -134,8 +134,8 @@ def test_shear_augmentation_slants_a_bar_both_ways_and_keeps_its_height():
     height; its height is unchanged."""
     import torch
 
-    from digitrec.augment import random_affine
-    from digitrec.recipes import Augment
+    from digitrec.training.augment import random_affine
+    from digitrec.training.recipes import Augment
 
     bars = torch.zeros(300, 1, 28, 28)
     bars[:, :, 6:22, 13:15] = 1.0
@@ -154,7 +154,7 @@ def test_european_strokes_flag_the_ones_cross_the_sevens_and_leave_the_rest():
     through its stem at mid height; other digits, and share 0, change nothing."""
     import torch
 
-    from digitrec.augment import european_strokes
+    from digitrec.training.augment import european_strokes
 
     x = torch.zeros(90, 1, 28, 28)
     x[:, :, 4:24, 13:15] = 1.0  # an upright stem: a 1 (and, labelled 4, some other digit's)
@@ -176,7 +176,7 @@ def test_european_strokes_flag_the_ones_cross_the_sevens_and_leave_the_rest():
     # A stem leaning right (23 degrees): the flag still falls to the stem's left, at most 50 degrees from
     # vertical on a bare stem (a flatter one is a 7) and at most 70 with a foot.  A stem leaning 60 degrees
     # gets no flag at all (one could not fall to its left).
-    from digitrec.augment import _strokes
+    from digitrec.training.augment import _strokes
 
     def stem(top, bottom):
         return _strokes(28, 28, torch.tensor([top] * 60), torch.tensor([bottom] * 60), torch.full((60,), 2.0))[:, None]
@@ -204,8 +204,8 @@ def test_training_fonts_need_every_printed_family_and_name_the_missing_package()
     with the Debian package to install."""
     from unittest.mock import patch
 
+    from digitrec.data.outliers import TRAINING_FONTS, training_fonts
     from digitrec.errors import DigitrecError
-    from digitrec.outliers import TRAINING_FONTS, training_fonts
 
     fonts = training_fonts()
     assert {f.split("/")[-2] for f in fonts} == {"dejavu", "liberation2", "freefont"}
@@ -221,7 +221,7 @@ def test_printed_digits_are_labelled_balanced_and_look_like_their_label(tmp_path
     back the same; the shipped model reads most of them as their label (they are digits, in printed fonts)."""
     from unittest.mock import patch
 
-    from digitrec.outliers import PRINTED_VERSION, printed_digit_bank
+    from digitrec.data.outliers import PRINTED_VERSION, printed_digit_bank
 
     images, labels = printed_digit_bank(tmp_path, "val", 100, log=lambda m: None)
     assert images.shape == (100, 28, 28) and images.dtype == np.uint8
@@ -229,7 +229,7 @@ def test_printed_digits_are_labelled_balanced_and_look_like_their_label(tmp_path
     assert all(image.max() == 255 for image in images)
     cached = tmp_path / "outliers" / f"printed-val-v{PRINTED_VERSION}-100.npy"
     assert cached.is_file()
-    with patch("digitrec.outliers.make_printed_digits", side_effect=AssertionError("made again")):
+    with patch("digitrec.data.outliers.make_printed_digits", side_effect=AssertionError("made again")):
         again_images, again_labels = printed_digit_bank(tmp_path, "val", 100)
     assert np.array_equal(again_images, images) and np.array_equal(again_labels, labels)
     probs = Predictor().probabilities(list(images / np.float32(255)))

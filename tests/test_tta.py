@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from digitrec.inference import TTA_SHIFTS, predictive_model
+from digitrec.inference.backends import TTA_SHIFTS, predictive_model
 from digitrec.meta import ModelMeta
 from digitrec.models import FastCNN
 
@@ -72,9 +72,9 @@ def test_tta_logits_are_the_mean_over_the_shifted_images():
 
 @pytest.mark.mnist
 def test_shifted_digits_are_classified_as_the_unshifted_ones(mnist_dir):
-    from digitrec.checkpoint import load_model
-    from digitrec.data import load_split
-    from digitrec.predict import default_model_path
+    from digitrec.data.datasets import load_split
+    from digitrec.inference.predict import default_model_path
+    from digitrec.modelfile import load_model
 
     test = load_split("mnist", mnist_dir, train=False)
     x = test.images[:200].float().div(255).unsqueeze(1)

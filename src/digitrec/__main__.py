@@ -1,3 +1,3 @@
-from .cli import run
+from digitrec.cli import run
 
 run()

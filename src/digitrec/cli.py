@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
-from . import __version__
-from .errors import DigitrecError
+from digitrec import __version__
+from digitrec.errors import DigitrecError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -206,7 +206,7 @@ def _recipe_options(c: argparse.ArgumentParser) -> None:
 
 def _recipe(a, recipe):
     """The recipe (or recipe name) with the command line's overrides, validated by the recipe itself."""
-    from .recipes import get_recipe
+    from digitrec.training.recipes import get_recipe
 
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     return recipe.with_overrides(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr).with_settings(a.set)
@@ -222,14 +222,14 @@ def _model_options(c: argparse.ArgumentParser, precision: bool = True) -> None:
 
 
 def _cmd_fetch(a) -> int:
-    from .data import fetch
+    from digitrec.data.datasets import fetch
 
     fetch(a.dataset, a.data_dir, force=a.force)
     return 0
 
 
 def _cmd_train(a, teacher: str | None = None) -> int:
-    from .train import default_run_dir, train
+    from digitrec.training.train import default_run_dir, train
 
     progress = {"auto": None, "bar": True, "lines": False}[a.progress]
     if a.resume:
@@ -250,7 +250,7 @@ def _cmd_train(a, teacher: str | None = None) -> int:
         out = a.out or default_run_dir(recipe, dataset)
     board = None
     if a.tensorboard:
-        from .tensorboard_log import TensorBoardLog
+        from digitrec.training.tensorboard_log import TensorBoardLog
 
         board = TensorBoardLog(out)  # says which extra to install before anything trains
     if os.environ.get("RANK", "0") == "0" and not a.resume:  # under torchrun, the first process speaks for all
@@ -270,7 +270,7 @@ def _cmd_distill(a) -> int:
 
 
 def _cmd_ablate(a) -> int:
-    from .ablate import BASE, ablate, format_table
+    from digitrec.training.ablate import BASE, ablate, format_table
 
     variants = [v.strip() for v in a.variants.split(",") if v.strip()] if a.variants is not None else None
     report = ablate(a.out, variants=variants, seeds=a.seeds, base=_recipe(a, BASE), data_dir=a.data_dir,
@@ -282,7 +282,7 @@ def _cmd_ablate(a) -> int:
 
 
 def _cmd_explain(a) -> int:
-    from .explain import explain
+    from digitrec.analysis.explain import explain
 
     records = explain(a.paths, model=a.model, out=a.out, indices=a.index, data_dir=a.data_dir)
     for r in records:
@@ -295,14 +295,14 @@ def _cmd_explain(a) -> int:
 
 
 def _cmd_summary(a) -> int:
-    from .explain import summary
+    from digitrec.analysis.explain import summary
 
     print(summary(a.model))
     return 0
 
 
 def _cmd_evaluate(a) -> int:
-    from .evaluate import evaluate, format_report
+    from digitrec.analysis.evaluate import evaluate, format_report
 
     report = evaluate(a.model, data_dir=a.data_dir, dataset=a.dataset, out=a.out, device=a.device)
     if a.json:
@@ -315,14 +315,14 @@ def _cmd_evaluate(a) -> int:
 
 
 def _cmd_recipes(a) -> int:
-    from .recipes import RECIPES
+    from digitrec.training.recipes import RECIPES
 
     print(json.dumps({name: r.to_dict() for name, r in RECIPES.items()}, indent=2))
     return 0
 
 
 def _cmd_predict(a) -> int:
-    from .predict import Predictor, format_records, predict_paths
+    from digitrec.inference.predict import Predictor, format_records, predict_paths
 
     if not 1 <= a.topk <= 10:
         raise DigitrecError("--topk must be between 1 and 10")
@@ -336,7 +336,7 @@ def _cmd_predict(a) -> int:
 
 
 def _cmd_read(a) -> int:
-    from .predict import Predictor, format_records, read_paths
+    from digitrec.inference.predict import Predictor, format_records, read_paths
 
     records = read_paths(a.paths, Predictor(a.model, a.backend, precision=a.precision), a.annotate)
     print(format_records(records, a.format, "read"))
@@ -344,7 +344,7 @@ def _cmd_read(a) -> int:
 
 
 def _cmd_serve(a) -> int:
-    from .serve import serve, settings
+    from digitrec.serve import serve, settings
 
     flags = {k: getattr(a, k, None) for k in ("host", "port", "model", "backend", "workers", "max_bytes",
                                               "max_concurrency", "cors_origin", "log_format", "log_level",
@@ -355,21 +355,21 @@ def _cmd_serve(a) -> int:
 
 
 def _cmd_ensemble(a) -> int:
-    from .ensemble import build_ensemble
+    from digitrec.training.ensemble import build_ensemble
 
     print(f"wrote {build_ensemble(a.models, a.out, a.data_dir, a.device)}")
     return 0
 
 
 def _cmd_calibrate(a) -> int:
-    from .calibration import recalibrate
+    from digitrec.training.calibrate import recalibrate
 
     print(f"wrote {recalibrate(a.model, a.out, a.data_dir, a.device)}")
     return 0
 
 
 def _cmd_export(a) -> int:
-    from .export import export
+    from digitrec.inference.export import export
 
     if a.quantize:
         return _export_int8(a)
@@ -382,8 +382,8 @@ def _export_int8(a) -> int:
     import tempfile
     from pathlib import Path
 
-    from .checkpoint import resolve_model_path
-    from .export import export, quantize_int8
+    from digitrec.inference.export import export, quantize_int8
+    from digitrec.modelfile import resolve_model_path
 
     if a.format != "onnx":
         raise DigitrecError("--quantize int8 needs --format onnx")

@@ -18,7 +18,7 @@ import typing
 from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 
-from .errors import DigitrecError
+from digitrec.errors import DigitrecError
 
 META_KEY = "digitrec"  # the key the metadata's JSON is stored under, in every file format
 FORMAT = 1

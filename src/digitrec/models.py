@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import DigitrecError
+from digitrec.errors import DigitrecError
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from ..errors import missing_dependency
+from digitrec.errors import missing_dependency
 
 
 def _app():
     try:
-        from . import app
+        from digitrec.serve import app
     except ModuleNotFoundError as e:
         raise missing_dependency(e.name or "fastapi", "serve") from None
     return app

@@ -40,14 +40,22 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import DigitrecError
-from ..memory import FreedMemoryReturner
-from ..predict import NO_INK, Predictor, predict_images, read_images
-from ..preprocess import Prepared
-from . import metrics
-from . import model as served_model
-from .protocol import GuardedHttpToolsProtocol  # (httptools missing: `serve` says which extra to install)
-from .sandbox import DEFAULT_DEADLINE_S, DEFAULT_MEMORY_MB, DEFAULT_WORKERS, QUEUE_WAIT_S, Cancelled, DecodePool
+from digitrec.errors import DigitrecError
+from digitrec.files import sha256_file
+from digitrec.imaging.prepare import Prepared
+from digitrec.inference.predict import NO_INK, Predictor, predict_images, read_images
+from digitrec.memory import FreedMemoryReturner
+from digitrec.serve import metrics
+from digitrec.serve import model as served_model
+from digitrec.serve.protocol import GuardedHttpToolsProtocol  # (httptools missing: `serve` says which extra to install)
+from digitrec.serve.sandbox import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_WORKERS,
+    QUEUE_WAIT_S,
+    Cancelled,
+    DecodePool,
+)
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 MAX_BATCH = 256
@@ -442,8 +450,8 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.router.on_shutdown.append(pool.close)
     # the model people named (the shipped float file when none), and the file that runs (its int8 export, an
     # ONNX export of it, or itself)
-    model_sha256 = served_model.file_sha256(predictor.source)
-    served_sha256 = served_model.file_sha256(Path(predictor.path))
+    model_sha256 = sha256_file(predictor.source)
+    served_sha256 = sha256_file(Path(predictor.path))
 
     async def prepared(request: Request, items: list[tuple[str, bytes]], line: bool = False, then=None):
         """Prepare on a request thread, in the sandbox (sandbox.py); stop (and kill the workers) when the client
@@ -657,7 +665,9 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
 
     if predictor.source.suffix != ".onnx":  # explanations need the PyTorch model (gradients); an ONNX model
         # served on onnxruntime never imports torch
-        from .explain import explain_router  # POST /v1/explain (imported here: that module imports this one)
+        from digitrec.serve.explain import (
+            explain_router,  # POST /v1/explain (imported here: that module imports this one)
+        )
         app.include_router(explain_router(predictor, settings.max_bytes, prepared))
     return app
 

@@ -1,7 +1,7 @@
 """POST /v1/explain: why the model says what it says, for one image (the drawing page's "Explain" toggle).
 
 The image goes through the same preprocessing as /v1/predict; the answer is the attribution overlay of
-`digitrec.explain` (Integrated Gradients, for the predicted digit and the runner-up) as a PNG
+`digitrec.analysis.explain` (Integrated Gradients, for the predicted digit and the runner-up) as a PNG
 (`?format=png`), or JSON with the digit, top 3, both 28x28 maps and the overlay as base64 PNG (default).
 Needs the `learn` extra (captum) and the PyTorch backend; otherwise it answers 503 / 501 in the usual
 `{"error", "detail"}` form, and the rest of the server works as before."""
@@ -13,16 +13,16 @@ import base64
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from ..errors import DigitrecError
-from ..explain import explain_image, overlay_png
-from ..predict import NO_INK, Predictor
-from ..preprocess import Prepared, prepare
-from .app import ERRORS, ApiError, _image_body, images_from
+from digitrec.analysis.explain import explain_image, overlay_png
+from digitrec.errors import DigitrecError
+from digitrec.imaging.prepare import Prepared, prepare
+from digitrec.inference.predict import NO_INK, Predictor
+from digitrec.serve.app import ERRORS, ApiError, _image_body, images_from
 
 
 def explain_router(predictor: Predictor, max_bytes: int, prepared) -> APIRouter:
     """prepared: the server's sandboxed preparation (app.create_app's `prepared`), as for every other image."""
-    from ..checkpoint import load_model
+    from digitrec.modelfile import load_model
 
     router = APIRouter()
     network = load_model(predictor.source, "cpu")[0]  # gradients: the PyTorch model, whichever backend predicts

@@ -25,7 +25,6 @@ cores decode and preprocess the next requests meanwhile.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import platform
@@ -33,9 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from ..errors import DigitrecError
-from ..predict import Predictor, default_int8_path, default_model_path
+from digitrec import __version__
+from digitrec.errors import DigitrecError
+from digitrec.files import sha256_file
+from digitrec.inference.predict import Predictor, default_int8_path, default_model_path
 
 log = logging.getLogger("digitrec.serve")
 PARITY = 1e-4  # largest |logit difference| between the export and PyTorch on the check images
@@ -43,11 +43,6 @@ PARITY = 1e-4  # largest |logit difference| between the export and PyTorch on th
 
 def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "digitrec" / "onnx"
-
-
-def file_sha256(path: Path) -> str:
-    # Not data.sha256_file: that module imports PyTorch, which a server of an .onnx model never loads.
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _installed(*modules: str) -> bool:
@@ -64,11 +59,11 @@ def _onnxruntime_installed() -> bool:
 def cached_onnx(source: Path) -> Path | None:
     """The model file `source` exported to ONNX (once; then from the cache), or None when the export fails or
     disagrees with PyTorch (then PyTorch serves, and the log says why)."""
-    target = cache_dir() / f"{file_sha256(source)[:32]}-{__version__}.onnx"
+    target = cache_dir() / f"{sha256_file(source)[:32]}-{__version__}.onnx"
     if target.is_file():
         return target
-    from ..export import export
-    from ..inference import OnnxBackend, TorchBackend
+    from digitrec.inference.backends import OnnxBackend, TorchBackend
+    from digitrec.inference.export import export
 
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
@@ -127,7 +122,7 @@ def shipped_int8() -> Predictor | None:
     except DigitrecError as e:  # (an onnxruntime too old for the file, a damaged installation)
         log.warning("serving the float model: %s", e)
         return None
-    if (predictor.meta.quantized_from or {}).get("sha256") != file_sha256(source):
+    if (predictor.meta.quantized_from or {}).get("sha256") != sha256_file(source):
         log.warning("serving the float model: %s was not made from %s", path.name, source.name)
         return None
     return predictor
@@ -143,7 +138,7 @@ def load(model: str | None, backend: str | None, threads: int = 1) -> tuple[Pred
         predictor = int8
     elif (backend is None or (backend == "onnxruntime" and model is None)) and source.suffix != ".onnx" \
             and _onnxruntime_installed():
-        from ..checkpoint import resolve_model_path
+        from digitrec.modelfile import resolve_model_path
 
         source = resolve_model_path(source)
         exported = cached_onnx(source)
@@ -155,7 +150,7 @@ def load(model: str | None, backend: str | None, threads: int = 1) -> tuple[Pred
 
         torch.set_num_threads(threads)
     else:
-        from ..inference import OnnxBackend
+        from digitrec.inference.backends import OnnxBackend
 
         predictor.runner = OnnxBackend(predictor.path, threads=threads)
     return predictor, source

@@ -29,8 +29,9 @@ import time
 
 import numpy as np
 
-from ..errors import DigitrecError
-from ..preprocess import MAX_DIGITS, Prepared
+from digitrec.errors import DigitrecError
+from digitrec.imaging.prepare import Prepared
+from digitrec.imaging.segment import MAX_DIGITS
 
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 DEFAULT_MEMORY_MB = 224  # per worker, above its baseline: 2 workers keep the server within +500 MB
@@ -61,8 +62,8 @@ def _worker(conn, memory_bytes: int) -> None:
     """Prepare images until the connection closes; retire when memory stays high after an image."""
     import resource
 
-    from ..memory import keep_freed_memory, libc
-    from ..preprocess import prepare
+    from digitrec.imaging.prepare import prepare
+    from digitrec.memory import keep_freed_memory, libc
 
     trim = libc().malloc_trim if libc() is not None else (lambda _: None)
     # A page's working arrays (256 kB each) would otherwise be mapped fresh from the OS and faulted in on every

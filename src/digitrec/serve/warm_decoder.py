@@ -6,7 +6,7 @@ import io
 
 from PIL import Image, ImageDraw
 
-from ..preprocess import prepare
+from digitrec.imaging.prepare import prepare
 
 Image.init()
 _image = Image.new("L", (64, 48), 255)

@@ -21,18 +21,31 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from . import __version__, distributed
-from .augment import european_strokes, random_affine
-from .checkpoint import atomic_write_text, last_checkpoint_dir, load_checkpoint, save_checkpoint, save_model
-from .calibration import calibrate, calibration_digits, expected_calibration_error, held_out_non_digits
-from .data import Split, batches, data_hashes, dataset_spec, load_split, say, split_validation, to_float
-from .distill import ModelFile, Teacher, check_resumed, soft_target_loss
-from .errors import DigitrecError
-from .inference import autocast, evaluate_split, predictive_model, resolve_precision, select_device
-from .memory import keep_freed_memory
-from .meta import ModelMeta
-from .models import build_model
-from .recipes import Recipe
+from digitrec import __version__
+from digitrec.data.datasets import (
+    Split,
+    batches,
+    data_hashes,
+    dataset_spec,
+    load_split,
+    say,
+    split_validation,
+    to_float,
+)
+from digitrec.errors import DigitrecError
+from digitrec.files import atomic_write_text
+from digitrec.inference.backends import autocast, evaluate_split, predictive_model, resolve_precision, select_device
+from digitrec.inference.reliability import expected_calibration_error
+from digitrec.memory import keep_freed_memory
+from digitrec.meta import ModelMeta
+from digitrec.modelfile import last_checkpoint_dir, save_model
+from digitrec.models import build_model
+from digitrec.training import distributed
+from digitrec.training.augment import european_strokes, random_affine
+from digitrec.training.calibrate import calibrate, calibration_digits, held_out_non_digits
+from digitrec.training.checkpoint import load_checkpoint, save_checkpoint
+from digitrec.training.distill import ModelFile, Teacher, check_resumed, soft_target_loss
+from digitrec.training.recipes import Recipe
 
 # fused: one kernel per step instead of a loop over parameters (the same update; 3-4x faster a step on a CPU).
 OPTIMIZERS: dict[str, Callable[[list, Recipe, bool], torch.optim.Optimizer]] = {
@@ -130,7 +143,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
     elif resume:
         raise DigitrecError("resume needs the run folder (--resume RUN_DIR)")
     if not isinstance(recipe, Recipe):  # None is fine only when resuming: the run's own recipe is used
-        raise DigitrecError(f"train() needs a Recipe (digitrec.recipes), not {type(recipe).__name__}")
+        raise DigitrecError(f"train() needs a Recipe (digitrec.training.recipes), not {type(recipe).__name__}")
 
     if precision is not None:
         recipe = recipe.with_overrides(precision=precision)
@@ -156,13 +169,13 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
         train_split, val_split = split_validation(train_split, recipe.validation)
     outliers = None
     if recipe.outliers:  # non-digits mixed into every batch, trained towards "no digit in particular"
-        from .outliers import TRAIN_BANK, outlier_bank
+        from digitrec.data.outliers import TRAIN_BANK, outlier_bank
 
         bank_size = min(TRAIN_BANK, len(train_split) // 2)  # fewer for a small data set: made in seconds
         outliers = torch.from_numpy(outlier_bank(data_dir, "train", bank_size, log=log if world.is_main else _quiet))
     printed = None
     if recipe.printed:  # labelled printed-font digits beside MNIST's in every batch
-        from .outliers import PRINTED_BANK, printed_digit_bank
+        from digitrec.data.outliers import PRINTED_BANK, printed_digit_bank
 
         images, labels = printed_digit_bank(data_dir, "train", min(PRINTED_BANK, len(train_split) // 2),
                                             log=log if world.is_main else _quiet)
@@ -336,7 +349,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
         save_model(run_dir / "model.safetensors", eval_model, final)
         _write_metrics(run_dir, history)
         if len(history) > 1:  # a curve needs two points; a one-epoch run's figures are in metrics.jsonl
-            from .plots import curves
+            from digitrec.plots import curves
 
             curves(history, run_dir / "curves.png")
     distributed.barrier(world)
@@ -348,7 +361,7 @@ def train(recipe: Recipe | None, *, dataset: str = "mnist", data_dir: str | os.P
 
 def _check_start(init: ModelFile, recipe: Recipe, dataset: str) -> None:
     """Refuse a starting model of another architecture or data set (from its metadata: no weights read)."""
-    from .checkpoint import read_meta
+    from digitrec.modelfile import read_meta
 
     meta = read_meta(init.path)
     if meta.architecture != recipe.model or meta.dataset != dataset:
@@ -358,7 +371,7 @@ def _check_start(init: ModelFile, recipe: Recipe, dataset: str) -> None:
 
 def _start_from(net: nn.Module, init: ModelFile) -> None:
     """Copy the weights of `init` (the file whose fingerprint the run recorded) into `net`."""
-    from .checkpoint import load_model
+    from digitrec.modelfile import load_model
 
     if ModelFile.of(init.path).sha256 != init.sha256:
         raise DigitrecError(f"cannot start from {init.path}: the file changed since the run began",

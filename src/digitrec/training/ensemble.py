@@ -7,13 +7,14 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from .calibration import calibrate, calibration_digits
-from .checkpoint import MODEL_FILE, load_model, resolve_model_path, save_model
-from .data import load_split, say
-from .errors import DigitrecError
-from .inference import Calibration, select_device
-from .meta import ModelMeta
-from .models import Ensemble
+from digitrec.data.datasets import load_split, say
+from digitrec.errors import DigitrecError
+from digitrec.inference.backends import select_device
+from digitrec.inference.calibration import Calibration
+from digitrec.meta import ModelMeta
+from digitrec.modelfile import MODEL_FILE, load_model, resolve_model_path, save_model
+from digitrec.models import Ensemble
+from digitrec.training.calibrate import calibrate, calibration_digits
 
 VALIDATION = 5000  # the default validation carve of the recipes
 

@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .recipes import Augment
+from digitrec.training.recipes import Augment
 
 
 def random_affine(x: torch.Tensor, aug: Augment) -> torch.Tensor:

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from .data import load_split, say, validation_indices
-from .errors import DigitrecError
-from .preprocess import find_ink, to_mnist
+from digitrec.data.datasets import load_split, say, validation_indices
+from digitrec.errors import DigitrecError
+from digitrec.imaging.ink import find_ink, to_mnist
 
 BANK_VERSION = 4  # 3: icons added (2 was an experiment that never shipped); 4: Liberation and FreeFont, no Λ
 TRAIN_BANK, VAL_BANK = 24_000, 2_000  # outliers made for training, and held out for choosing the threshold

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_text
-from .data import say
-from .errors import DigitrecError
-from .models import build_model, count_parameters
-from .recipes import RECIPES, Recipe
-from .train import train
+from digitrec.data.datasets import say
+from digitrec.errors import DigitrecError
+from digitrec.files import atomic_write_text
+from digitrec.models import build_model, count_parameters
+from digitrec.training.recipes import RECIPES, Recipe
+from digitrec.training.train import train
 
 SIGNIFICANCE = 0.05  # a difference counts when Welch's test gives p below this
 
@@ -84,7 +84,7 @@ def ablate(out: str | os.PathLike = "runs/ablation", *, variants: Sequence[str] 
     jobs = [(VARIANTS[n], s) for s in range(seeds) for n in names]
     hook = None
     if tensorboard:
-        from .tensorboard_log import TensorBoardLog, require_tensorboard
+        from digitrec.training.tensorboard_log import TensorBoardLog, require_tensorboard
 
         require_tensorboard()  # before the first run, not after the finished ones are read
         hook = TensorBoardLog  # one writer per run folder
@@ -228,7 +228,7 @@ def format_table(report: dict) -> str:
 
 
 def _plot(report: dict, points_path: Path, curves_path: Path) -> None:
-    from .plots import plt
+    from digitrec.plots import plt
 
     variants = report["variants"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.6 * len(variants) + 1.8), sharey=True)

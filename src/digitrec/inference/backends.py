@@ -11,75 +11,17 @@ numpy batches.  Device and precision choice live here too, because training and 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DigitrecError, missing_dependency
-from .meta import META_KEY, ModelMeta
+from digitrec.errors import DigitrecError, missing_dependency
+from digitrec.inference.calibration import Calibration
+from digitrec.meta import META_KEY, ModelMeta
 
 # Test-time shifts: the image and its 1-pixel shifts (dy, dx); logits averaged.
 TTA_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-# A (calibrated) probability under this is flagged uncertain for models whose metadata has no threshold of its
-# own; fitted thresholds never fall below it (calibration.UNCERTAIN_RANGE).
-UNCERTAIN_BELOW = 0.70
-VERDICTS = ("digit", "uncertain", "not_a_digit", "no_ink", "error")
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How logits become probabilities and verdicts; stored in every model's metadata ("calibration").
-
-    temperature: logits are divided by it before the softmax (fitted on the validation split: NLL).
-    not_a_digit_below: a top probability under this means "not a digit" (chosen on the validation split so that
-        almost no real digit falls under it; 0 = never).  Networks trained with outlier exposure give near-uniform
-        probabilities to things that are not digits, so the top probability separates the two.
-    uncertain_below: a top probability under this (and not under not_a_digit_below) is "uncertain".
-    in_graph: the temperature is already applied inside an exported graph (its runtime must not apply it again).
-    """
-
-    temperature: float = 1.0
-    not_a_digit_below: float = 0.0
-    uncertain_below: float = UNCERTAIN_BELOW
-    in_graph: bool = False
-    fitted_on: str | None = None
-
-    @classmethod
-    def from_meta(cls, meta: ModelMeta) -> Calibration:
-        c = meta.calibration or {}
-        known = {k: c[k] for k in ("temperature", "not_a_digit_below", "uncertain_below", "in_graph", "fitted_on")
-                 if k in c}
-        cal = cls(**known)
-        if not (cal.temperature > 0 and 0 <= cal.not_a_digit_below <= cal.uncertain_below <= 1):
-            raise DigitrecError(f"model metadata has an invalid calibration {c}", code="invalid_model")
-        return cal
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def verdict(self, top_probability: float) -> str:
-        if top_probability < self.not_a_digit_below:
-            return "not_a_digit"
-        if top_probability < self.uncertain_below:
-            return "uncertain"
-        return "digit"
-
-
-def describe(probs: np.ndarray, calibration: Calibration, topk: int = 3) -> dict:
-    """[10] probabilities -> the fields of a prediction record: digit (None when not a digit), confidence,
-    topk, uncertain, verdict."""
-    order = np.argsort(-probs)[:topk]
-    confidence = float(probs[order[0]])
-    verdict = calibration.verdict(confidence)
-    return {"digit": None if verdict == "not_a_digit" else int(order[0]), "confidence": confidence,
-            "topk": [[int(d), float(probs[d])] for d in order], "uncertain": verdict != "digit",
-            "verdict": verdict}
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = np.exp(z - z.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -153,7 +95,7 @@ def autocast(device, precision: str):
 def predictive_model(model, meta: ModelMeta, temperature: float | None = None):
     """The network as it predicts: with its recipe's test-time shifts and its calibration temperature (or the
     one given).  Outputs logits whose softmax is the probability every command reports."""
-    from .models import Calibrated, ShiftAveraged
+    from digitrec.models import Calibrated, ShiftAveraged
 
     network = ShiftAveraged(model, TTA_SHIFTS) if meta.uses_tta else model
     t = Calibration.from_meta(meta).temperature if temperature is None else temperature
@@ -192,7 +134,7 @@ def evaluate_split(module, split, batch_size: int = 1000, device="cpu") -> Evalu
     import torch
     import torch.nn.functional as F
 
-    from .data import to_float
+    from digitrec.data.datasets import to_float
 
     n = len(split)
     probs = [logits_of(module, to_float(split.images[s:s + batch_size]), batch_size, device).softmax(1)
@@ -216,8 +158,8 @@ class TorchBackend:
     def __init__(self, path: str | os.PathLike, device: str = "cpu", precision: str = "fp32") -> None:
         import torch
 
-        from .checkpoint import load_model
-        from .models import fuse_conv_bn
+        from digitrec.modelfile import load_model
+        from digitrec.models import fuse_conv_bn
 
         network, self.meta = load_model(path, device)
         self.network = network  # the bare network (explanations need its layers and gradients)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import missing_dependency
+from digitrec.errors import missing_dependency
 
 # metrics row key -> TensorBoard tag
 SCALARS = {"train_loss": "loss/train", "val_loss": "loss/validation", "test_loss": "loss/test",

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_model
-from .errors import DigitrecError, missing_dependency
-from .inference import predictive_model
-from .meta import ModelMeta
-from .models import MODELS, Ensemble, build_model
-from .predict import default_model_path, expand
-from .preprocess import preprocess
+from digitrec.errors import DigitrecError, missing_dependency
+from digitrec.imaging.prepare import preprocess
+from digitrec.inference.backends import predictive_model
+from digitrec.inference.predict import default_model_path, expand
+from digitrec.meta import ModelMeta
+from digitrec.modelfile import load_model
+from digitrec.models import MODELS, Ensemble, build_model
 
 # SmoothGrad over Integrated Gradients: NOISE_SAMPLES noisy copies (std NOISE_STD in the [0, 1] input range),
 # each integrated in IG_STEPS steps from a black image.  More of either: smoother maps, proportionally slower.
@@ -145,7 +145,7 @@ def explain(paths: list[str] = (), *, model: str | os.PathLike | None = None, ou
         except DigitrecError as e:
             records.append({"path": source.name, "error": str(e), "error_code": e.code})
     if indices:
-        from .data import load_split
+        from digitrec.data.datasets import load_split
 
         test = load_split(meta.dataset, data_dir, False)
         for i in indices:
@@ -178,7 +178,7 @@ def draw(e: Explanation, path: str | os.PathLike, architecture: str = "") -> Pat
     """One figure, read top to bottom: input, top 3, attributions; conv1's filters; feature maps per block."""
     from matplotlib.colors import LinearSegmentedColormap
 
-    from .plots import plt
+    from digitrec.plots import plt
 
     signed = LinearSegmentedColormap.from_list("signed", ["#1f5fd6", "white", "#d62728"])
     blocks = e.feature_maps

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DigitrecError
+from digitrec.errors import DigitrecError
+from digitrec.files import sha256_file
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"
@@ -86,14 +87,6 @@ def dataset_spec(name: str) -> DatasetSpec:
 
 def raw_dir(dataset: str, data_dir: str | os.PathLike) -> Path:
     return Path(data_dir) / dataset_spec(dataset).folder / "raw"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import load_model, resolve_model_path
-from .data import sha256_file
-from .errors import DigitrecError
+from digitrec.errors import DigitrecError
+from digitrec.files import sha256_file
+from digitrec.modelfile import load_model, resolve_model_path
 
 
 @dataclass(frozen=True)

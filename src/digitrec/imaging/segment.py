@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .errors import DigitrecError
-from .preprocess import MAX_DIGITS, Ink
+from digitrec.errors import DigitrecError
+from digitrec.imaging.ink import Ink
 
+MAX_DIGITS = 1024  # 28x28 inputs one image may give (a line with more candidate digits is refused: too costly)
 # A piece wider than this x the line's digit height may hold several touching digits.  Chosen on lines of
 # validation digits (benchmarks/validation_lines.py) with predict.SPLIT_COST: 1.1 with that price read 44.5% of
 # the touching lines exactly, against 40% for 1.25 without it, and the other kinds as well.  Lower reads more
@@ -196,3 +197,4 @@ def _cut(column_ink: np.ndarray, width: int, count: int) -> list[tuple[int, int]
             bounds.append(cut)
     bounds.append(width)
     return list(zip(bounds[:-1], bounds[1:]))
+

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 
-from .errors import DigitrecError
+from digitrec.errors import DigitrecError
 
 # The names the choice fields accept.  They are written out here because recipes sit a floor below the
 # modules that own the tables (models.py, train.py); tests/test_recipes.py checks they match those tables.

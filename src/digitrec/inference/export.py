@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DigitrecError, missing_dependency
-from .inference import Calibration, OnnxBackend
-from .meta import META_KEY
+from digitrec.errors import DigitrecError, missing_dependency
+from digitrec.inference.backends import OnnxBackend
+from digitrec.inference.calibration import Calibration
+from digitrec.meta import META_KEY
 
 MAX_LOGIT_DIFF = 1e-4
 
@@ -30,13 +31,13 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
     Returns {"path", "format", "test_images", "same_predictions", "max_abs_logit_diff"}."""
     import torch
 
-    from .checkpoint import load_model, resolve_model_path
-    from .data import say
+    from digitrec.data.datasets import say
+    from digitrec.modelfile import load_model, resolve_model_path
 
     log = log or say
     if fmt not in ("onnx", "pt2"):
         raise DigitrecError(f"unknown export format {fmt!r}; use onnx or pt2")
-    from .inference import predictive_model
+    from digitrec.inference.backends import predictive_model
 
     source = resolve_model_path(model_path)
     network, meta = load_model(source, "cpu")
@@ -83,7 +84,7 @@ def verify(model, run, dataset: str, data_dir: str | os.PathLike, batch_size: in
     """Run the whole test split through both and compare logits."""
     import torch
 
-    from .data import batches, load_split
+    from digitrec.data.datasets import batches, load_split
 
     same, worst, n = True, 0.0, 0
     with torch.no_grad():
@@ -107,7 +108,7 @@ def calibration_images_of(meta, data_dir: str | os.PathLike, n: int = CALIBRATIO
                           seed: int = 0) -> np.ndarray:
     """float32 [n, 1, 28, 28] in [0, 1]: a seeded sample of the training images the model trained on, not its
     validation digits (the recipe's carve, data.split_validation), on which int8 variants are compared."""
-    from .data import load_split, split_validation
+    from digitrec.data.datasets import load_split, split_validation
 
     train = load_split(meta.dataset, data_dir, train=True)
     held_out = (meta.recipe or {}).get("validation", 0)
@@ -142,15 +143,21 @@ def quantize_int8(float_onnx: str | os.PathLike, out: str | os.PathLike, data_di
     Returns {"path", "format": "onnx-int8", "float_accuracy", "int8_accuracy", "test_images"}."""
     try:
         import onnx
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
     except ModuleNotFoundError as e:
         raise missing_dependency(e.name or "onnxruntime", "export") from None
     import tempfile
 
-    from .data import load_split, say, sha256_file
-    from .meta import ModelMeta
+    from digitrec.data.datasets import load_split, say
+    from digitrec.files import sha256_file
+    from digitrec.meta import ModelMeta
 
     log = log or say
     source_graph = onnx.load(str(float_onnx))

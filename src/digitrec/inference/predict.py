@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DigitrecError
-from .inference import describe, softmax
-from .preprocess import MAX_BYTES, TOO_LARGE, prepare, to_png
+from digitrec.errors import DigitrecError
+from digitrec.imaging.decode import MAX_BYTES, TOO_LARGE
+from digitrec.imaging.prepare import prepare, to_png
+from digitrec.inference.calibration import describe, softmax
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 NO_INK = "no ink found: the image is blank or uniform"
@@ -48,7 +49,7 @@ class Predictor:
     def __init__(self, model: str | os.PathLike | None = None, backend: str | None = None, device: str = "cpu",
                  batch_size: int = 256, precision: str = "fp32") -> None:
         """precision: fp32, bf16 or auto (inference.inference_precision), for PyTorch models."""
-        from .inference import load_backend
+        from digitrec.inference.backends import load_backend
 
         self.path = Path(model) if model else default_model_path()
         self.runner = load_backend(self.path, backend, device, precision)
@@ -271,7 +272,7 @@ def one_thread_per_call(predictor: Predictor) -> Predictor:
 
         torch.set_num_threads(1)
     else:
-        from .inference import OnnxBackend
+        from digitrec.inference.backends import OnnxBackend
 
         predictor.runner = OnnxBackend(predictor.path, threads=1)
     return predictor

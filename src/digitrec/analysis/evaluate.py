@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .calibration import calibration_report, reliability
-from .inference import Evaluation
-from .meta import ModelMeta
+from digitrec.inference.backends import Evaluation
+from digitrec.inference.reliability import calibration_report, reliability
+from digitrec.meta import ModelMeta
+
 
 def confusion_matrix(labels: torch.Tensor, predictions: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """counts[true, predicted]"""
@@ -70,10 +70,10 @@ def evaluate(model_path: str | os.PathLike, data_dir: str | os.PathLike = "data"
              out: str | os.PathLike | None = None, device: str = "auto", batch_size: int = 1000) -> dict:
     """Evaluate a model file or run folder on its dataset's test split; write report.json, confusion.png and
     mistakes.png into `out` (default: next to the model) and return the report."""
-    from . import plots
-    from .checkpoint import load_model, resolve_model_path
-    from .data import dataset_spec, load_split
-    from .inference import evaluate_split, predictive_model, select_device
+    from digitrec import plots
+    from digitrec.data.datasets import dataset_spec, load_split
+    from digitrec.inference.backends import evaluate_split, predictive_model, select_device
+    from digitrec.modelfile import load_model, resolve_model_path
 
     path = resolve_model_path(model_path)
     dev = select_device(device)

@@ -1,0 +1,1 @@
+"""Analysis: evaluation reports and pictures, explanations of single predictions."""

@@ -1,0 +1,1 @@
+"""Inference: a trained network -> calibrated probabilities and verdicts -> records; exports."""
