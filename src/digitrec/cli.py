@@ -8,7 +8,7 @@ import os
 import sys
 
 from digitrec import __version__
-from digitrec.errors import DigitrecError
+from digitrec.errors import DigitrecError, exit_status
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
         if args.debug:
             raise
         print(f"digitrec: error: {e}", file=sys.stderr)
-        return 2
+        return exit_status(e.code)
     except KeyboardInterrupt:
         print("digitrec: interrupted", file=sys.stderr)
         return 130
