@@ -23,6 +23,7 @@ from digitrec.data.datasets import load_split, to_float
 from digitrec.errors import DigitrecError
 from digitrec.inference.backends import evaluate_split, predictive_model
 from digitrec.inference.predict import Predictor, default_model_path, predict_images, read_images
+from digitrec.inference.records import as_dicts
 from digitrec.inference.reliability import calibration_report
 from digitrec.modelfile import load_model
 
@@ -112,7 +113,7 @@ def main() -> None:
     rng = np.random.default_rng(2026)
     # 2. Digits in the wild (handwriting fonts).
     digits = wild_digits(rng, 2 if a.quick else 6)
-    records = predict_images([(font, data) for _, font, data in digits], predictor)
+    records = as_dicts(predict_images([(font, data) for _, font, data in digits], predictor))
     gallery = [(data, r) for (_, _, data), r in zip(digits[::37], records[::37])][:24]
     labels = [label for label, _, _ in digits]
     right = [r["digit"] == y for r, y in zip(records, labels)]
@@ -135,7 +136,7 @@ def main() -> None:
     # 3. Non-digits.
     fashion = load_split("fashion-mnist", a.data_dir, train=False).images.numpy()
     others = wild_non_digits(rng, 3 if a.quick else 8, 6 if a.quick else 20, 60 if a.quick else 200, fashion)
-    records = predict_images([(kind, data) for kind, data in others], predictor)
+    records = as_dicts(predict_images([(kind, data) for kind, data in others], predictor))
     gallery += [(data, r) for (_, data), r in zip(others[::11], records[::11])][:24]
     figures["non_digits"] = non_digit_figures(
         ["doodle" if kind not in ("letter", "clothing") else kind for kind, _ in others], records)
@@ -149,7 +150,7 @@ def main() -> None:
     # 3b. Doodles of families written after the training outliers' icons (own seed: the sets above and below
     # stay the same images as before they were added).
     later = later_doodles(np.random.default_rng(2027), 5 if a.quick else 20)
-    records = predict_images([(kind, data) for kind, data in later], predictor)
+    records = as_dicts(predict_images([(kind, data) for kind, data in later], predictor))
     figures["later_doodles"] = non_digit_figures([kind for kind, _ in later], records)
     d = figures["later_doodles"]
     print(f"doodles of families never drawn in training code ({d['n']}): not a digit {d['not_a_digit']:.1%}, not a "
@@ -162,7 +163,7 @@ def main() -> None:
             ("wild_lines", "lines of 3-8 handwriting-font digits", wild_lines(rng, 40 if a.quick else 150)),
             ("wild_touching_lines", "lines of 3-8 touching handwriting-font digits",
              wild_lines(np.random.default_rng(2028), 40 if a.quick else 150, touching=True))):
-        read = read_images([(font, data) for _, font, data in lines], predictor)
+        read = as_dicts(read_images([(font, data) for _, font, data in lines], predictor))
         exact = [r["text"] == text for (text, _, _), r in zip(lines, read)]
         count = [len(r["digits"]) == len(text) for (text, _, _), r in zip(lines, read)]
         figures[key] = {"n": len(lines), "exact": float(np.mean(exact)), "right_count": float(np.mean(count))}
@@ -176,7 +177,7 @@ def main() -> None:
         for kind, data in variants(test.images[i].numpy(), rng).items():
             images.append((kind, data))
             labels.append(int(test.labels[i]))
-    records = predict_images(images, predictor)
+    records = as_dicts(predict_images(images, predictor))
     figures["people_images"] = {"n": len(records),
                                 "accuracy": float(np.mean([r["digit"] == y for r, y in zip(records, labels)])),
                                 "flagged": share(records, {"uncertain", "not_a_digit", "no_ink", "error"}),

@@ -29,6 +29,7 @@ from digitrec.errors import DigitrecError
 from digitrec.imaging import segment
 from digitrec.inference import predict
 from digitrec.inference.predict import Predictor, read_images
+from digitrec.inference.records import as_dicts
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from synth import line  # noqa: E402
@@ -84,7 +85,7 @@ def main() -> None:
             for segment.TOO_WIDE, predict.SPLIT_COST in itertools.product(a.too_wide, a.split_cost):
                 figures = []
                 for kind, lines in kinds.items():
-                    read = read_images([(str(i), data) for i, (_, data) in enumerate(lines)], predictor)
+                    read = as_dicts(read_images([(str(i), data) for i, (_, data) in enumerate(lines)], predictor))
                     exact = np.mean([r["text"] == text for (text, _), r in zip(lines, read)])
                     right_count = np.mean([len(r["digits"]) == len(text) for (text, _), r in zip(lines, read)])
                     figures.append(f"{kind} {exact:.1%} exact ({right_count:.1%} right count)")

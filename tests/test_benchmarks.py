@@ -5,6 +5,7 @@ import io
 import numpy as np
 
 from benchmarks.common import time_to_target
+from digitrec.inference.records import as_dicts
 
 
 def test_a_run_that_ended_below_99_percent_is_not_counted_in_the_time_to_99():
@@ -43,7 +44,7 @@ def test_validation_lines_say_what_they_draw(mnist_dir):
     assert width_per_digit["spaced"] < width_per_digit["wide digits"]
     assert all(text.count("?") == 1 for text, _ in kinds["a non-digit"])
     predictor = Predictor()
-    spaced = read_images(kinds["spaced"], predictor)
+    spaced = as_dicts(read_images(kinds["spaced"], predictor))
     assert sum(r["text"] == text for r, (text, _) in zip(spaced, kinds["spaced"])) >= 18
-    marked = read_images(kinds["a non-digit"], predictor)
+    marked = as_dicts(read_images(kinds["a non-digit"], predictor))
     assert sum(r["text"].find("?") == text.find("?") for r, (text, _) in zip(marked, kinds["a non-digit"])) >= 16

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from digitrec.imaging.decode import decode
+from digitrec.inference.records import as_dicts
 
 ORIENTATION = 0x0112
 # The stored pixels: white paper, a dark block in the top-left corner; 40 rows x 60 columns, so a turn by a
@@ -72,6 +73,6 @@ def test_a_digit_stored_sideways_is_read_upright(mnist_dir):
         items.append((f"cw-{i}", tagged(np.rot90(big, 1).copy(), 6, "JPEG")))  # stored anticlockwise, shown clockwise
         items.append((f"ccw-{i}", tagged(np.rot90(big, -1).copy(), 8, "JPEG")))
         labels += [int(test.labels[i])] * 2
-    records = predict_images(items, Predictor())
+    records = as_dicts(predict_images(items, Predictor()))
     right = sum(r["digit"] == label for r, label in zip(records, labels))
     assert right >= 39, [(r["path"], r["digit"], label) for r, label in zip(records, labels) if r["digit"] != label]

@@ -19,6 +19,7 @@ from digitrec.imaging.decode import MAX_BYTES, decode
 from digitrec.imaging.ink import find_ink
 from digitrec.imaging.prepare import preprocess
 from digitrec.inference.predict import NO_INK, Predictor, default_model_path, predict_images, read_images
+from digitrec.inference.records import as_dicts
 from digitrec.modelfile import read_meta
 
 SEED = 2026
@@ -53,7 +54,7 @@ def test_single_digits_in_many_kinds_of_image_are_read_at_97_percent(test_split,
         for kind, data in variants(test_split.images[i].numpy(), rng).items():
             items.append((kind, data))
             truth.append(int(test_split.labels[i]))
-    records = predict_images(items, predictor)
+    records = as_dicts(predict_images(items, predictor))
     right = defaultdict(list)
     for record, label in zip(records, truth):
         assert record["error"] is None
@@ -73,7 +74,7 @@ def test_lines_of_3_to_8_digits_are_read_exactly_at_85_percent(test_split, predi
         ids = rng.choice(len(test_split), int(rng.integers(3, 9)), replace=False)
         items.append((f"line{n}", line([test_split.images[i].numpy() for i in ids], rng)))
         truth.append("".join(str(int(test_split.labels[i])) for i in ids))
-    records = read_images(items, predictor)
+    records = as_dicts(read_images(items, predictor))
     exact = np.mean([r["text"] == t for r, t in zip(records, truth)])
     lengths = np.mean([len(r["text"]) == len(t) for r, t in zip(records, truth)])
     print(f"exact {100 * exact:.1f}%, right number of digits {100 * lengths:.1f}%")
@@ -107,7 +108,7 @@ def test_a_digit_too_wide_for_its_line_is_read_whole_and_touching_digits_apart(t
             two_ways.append(any(len(ways) > 1 for ways in prepare(data, line=True).readings))
             items.append((f"line{n}", data))
             truth.append("".join(str(labels[i]) for i in ids))
-        exact = np.array([r["text"] == t for r, t in zip(read_images(items, predictor), truth)])
+        exact = np.array([r["text"] == t for r, t in zip(as_dicts(read_images(items, predictor)), truth)])
         assert sum(two_ways) >= 10 and exact.mean() >= floor and exact[two_ways].mean() >= 0.65, (
             stretch, gaps, sum(two_ways), exact.mean(), exact[two_ways].mean())
 
@@ -118,7 +119,7 @@ def test_a_long_line_of_digits_is_read(test_split, predictor):
     the speck filter took for noise ("no ink found") before it was measured against the strip's height too."""
     rng = np.random.default_rng(SEED + 2)
     ids = rng.choice(len(test_split), 40, replace=False)
-    (record,) = read_images([("long", line([test_split.images[i].numpy() for i in ids], rng))], predictor)
+    (record,) = as_dicts(read_images([("long", line([test_split.images[i].numpy() for i in ids], rng))], predictor))
     truth = "".join(str(int(test_split.labels[i])) for i in ids)
     assert record["error"] is None and len(record["text"]) == 40, record["error"]
     assert sum(a == b for a, b in zip(record["text"], truth)) >= 38
@@ -134,7 +135,7 @@ def test_a_long_line_of_digits_is_read(test_split, predictor):
 ])
 def test_blank_images_are_no_ink_not_a_digit(image, predictor):
     assert preprocess(png(image)) is None
-    record = predict_images([("blank", png(image))], predictor)[0]
+    record = as_dicts(predict_images([("blank", png(image))], predictor))[0]
     assert record["digit"] is None and record["error"] == NO_INK and record["uncertain"]
     assert record["verdict"] == "no_ink" and record["error_code"] == "no_ink"
 
@@ -247,7 +248,7 @@ def test_read_cli_json_and_annotation(image_dir, tmp_path, test_split):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)[0]
     assert record["text"] == "".join(str(int(d)) for d in test_split.labels[:4])
-    assert set(record) == {"path", "text", "digits", "error", "error_code"}
+    assert set(record) == {"path", "text", "digits", "lines", "error", "error_code"}
     assert all(d["verdict"] == "digit" for d in record["digits"])
     annotated = Image.open(tmp_path / "a.png")
     assert annotated.mode == "RGB" and annotated.width == Image.open(image_dir / "line.png").width
@@ -264,11 +265,11 @@ def test_predict_paths_keeps_input_order_across_chunks(image_dir, tmp_path, pred
     monkeypatch.setattr(predict, "CHUNK", 2)
     nested = sorted(str(p) for p in (image_dir / "nested").glob("*.png"))
     specs = [nested[0], str(tmp_path / "missing.png"), *nested[1:]]
-    records = predict.predict_paths(specs, predictor, save_preprocessed=tmp_path / "seen")
+    records = as_dicts(predict.predict_paths(specs, predictor, save_preprocessed=tmp_path / "seen"))
     assert [r["path"] for r in records] == specs
     assert records[1]["error"] == "file not found" and all(r["error"] is None for i, r in enumerate(records) if i != 1)
     assert len(list((tmp_path / "seen").glob("*.png"))) == 4  # one picture per readable image, none overwritten
-    lines = predict.read_paths([str(image_dir / "line.png")] * 3, predictor, annotate=tmp_path / "a.png")
+    lines = as_dicts(predict.read_paths([str(image_dir / "line.png")] * 3, predictor, annotate=tmp_path / "a.png"))
     assert len(lines) == 3 and sorted(p.name for p in tmp_path.glob("a-*.png")) == ["a-0.png", "a-1.png", "a-2.png"]
 
 

@@ -6,6 +6,7 @@ from PIL import Image
 
 from digitrec.data.datasets import load_split
 from digitrec.inference.predict import PARALLEL_FROM, Predictor, parallel_workers, predict_paths
+from digitrec.inference.records import as_dicts
 
 
 @pytest.mark.mnist
@@ -16,8 +17,8 @@ def test_parallel_predict_gives_the_records_of_one_process(tmp_path, mnist_dir):
         Image.fromarray(test.images[i].numpy()).save(tmp_path / f"{i:04d}.png")
     (tmp_path / "0150.png").write_bytes(b"not a png")  # a bad file keeps its place
     predictor = Predictor()
-    one = predict_paths([str(tmp_path)], predictor, topk=3, workers=1)
-    two = predict_paths([str(tmp_path)], Predictor, topk=3, workers=2)  # loaded once the workers have started
+    one = as_dicts(predict_paths([str(tmp_path)], predictor, topk=3, workers=1))
+    two = as_dicts(predict_paths([str(tmp_path)], Predictor, topk=3, workers=2))  # loaded once the workers have started
     assert [r["path"] for r in two] == [r["path"] for r in one] == [str(tmp_path / f"{i:04d}.png") for i in range(n)]
     assert [(r["digit"], r["verdict"], r["error_code"]) for r in two] == [(r["digit"], r["verdict"], r["error_code"])
                                                                           for r in one]
@@ -40,7 +41,7 @@ def test_standard_input_is_read_by_this_process_even_with_workers(tmp_path, mnis
     buffer = io.BytesIO()
     Image.fromarray(test.images[3].numpy()).save(buffer, "PNG")
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(buffer.getvalue())))
-    records = predict_paths(["-", str(tmp_path)], Predictor(), workers=2)
+    records = as_dicts(predict_paths(["-", str(tmp_path)], Predictor(), workers=2))
     assert [r["digit"] for r in records] == [int(test.labels[i]) for i in (3, 0, 1, 2)]
 
 
@@ -56,8 +57,8 @@ def test_workers_leave_the_callers_predictor_and_threads_as_they_were(tmp_path, 
     (folder / "00.png").write_bytes(b"not a png")  # unreadable first: the saved files keep their numbers
     predictor, threads = Predictor(), torch.get_num_threads()
     runner = predictor.runner
-    one = predict_paths([str(folder)], predictor, workers=1, save_preprocessed=tmp_path / "one")
-    two = predict_paths([str(folder)], predictor, workers=2, save_preprocessed=tmp_path / "two")
+    one = as_dicts(predict_paths([str(folder)], predictor, workers=1, save_preprocessed=tmp_path / "one"))
+    two = as_dicts(predict_paths([str(folder)], predictor, workers=2, save_preprocessed=tmp_path / "two"))
     assert predictor.runner is runner and torch.get_num_threads() == threads
     assert [(r["digit"], r["error_code"]) for r in one] == [(r["digit"], r["error_code"]) for r in two]
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())

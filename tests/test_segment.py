@@ -4,7 +4,13 @@ import numpy as np
 
 from digitrec.imaging.ink import Ink
 from digitrec.imaging.segment import segment
-from digitrec.inference.predict import best_readings
+from digitrec.inference.predict import best_reading
+
+
+def best_readings(top, readings):
+    """The candidates a line keeps: per piece, its best reading (no readings: every candidate is a digit)."""
+    log_top = np.log(np.maximum(top, 1e-12))
+    return [i for ways in readings for i in best_reading(log_top, ways)] if readings else list(range(len(top)))
 
 
 def ink(mask: np.ndarray) -> Ink:

@@ -11,6 +11,7 @@ from digitrec.data.datasets import load_split
 from digitrec.data.outliers import make_outliers
 from digitrec.inference.backends import evaluate_split, predictive_model
 from digitrec.inference.predict import Predictor, default_model_path, predict_images, read_images
+from digitrec.inference.records import as_dicts
 from digitrec.inference.reliability import expected_calibration_error
 from digitrec.modelfile import load_model
 
@@ -37,7 +38,7 @@ def test_shipped_model_is_accurate_and_calibrated_on_the_test_set(mnist_dir):
 def test_things_that_are_not_digits_are_not_confident_digits(predictor, mnist_dir):
     fashion = load_split("fashion-mnist", mnist_dir, train=False).images.numpy()
     others = wild_non_digits(np.random.default_rng(11), 2, 4, 40, fashion)
-    records = predict_images(others, predictor)
+    records = as_dicts(predict_images(others, predictor))
     verdicts = [r["verdict"] for r in records]
     assert verdicts.count("digit") <= 0.2 * len(records), verdicts  # the model before outlier exposure: 32%
     assert verdicts.count("not_a_digit") >= 0.6 * len(records), verdicts
@@ -48,7 +49,7 @@ def test_things_that_are_not_digits_are_not_confident_digits(predictor, mnist_di
 @pytest.mark.slow
 def test_digits_in_other_hands_are_read_and_rarely_rejected(predictor):
     digits = wild_digits(np.random.default_rng(12), 1)
-    records = predict_images([(font, data) for _, font, data in digits], predictor)
+    records = as_dicts(predict_images([(font, data) for _, font, data in digits], predictor))
     right = np.mean([r["digit"] == label for r, (label, _, _) in zip(records, digits)])
     rejected = np.mean([r["verdict"] == "not_a_digit" for r in records])
     assert right >= 0.95 and rejected <= 0.03, (right, rejected)
@@ -77,7 +78,7 @@ def test_read_marks_a_non_digit_with_a_question_mark(predictor, tmp_path):
     draw.line(star, fill=0, width=7)
     draw.text((320, 20), "7", font=font, fill=0)
     image.save(tmp_path / "line.png")
-    record = read_images([("line", (tmp_path / "line.png").read_bytes())], predictor)[0]
+    record = as_dicts(read_images([("line", (tmp_path / "line.png").read_bytes())], predictor))[0]
     assert record["text"] == "4?7" and len(record["digits"]) == 3
     assert record["digits"][1]["verdict"] == "not_a_digit" and record["digits"][1]["digit"] is None
     result = run_cli("read", str(tmp_path / "line.png"))

@@ -110,13 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--workers", type=int, default=0,
                    help="processes that prepare images (default 0: one per core from 512 images; 1: none)")
 
-    c = command("read", "read a line of handwritten digits (a phone number, a meter reading) in each image",
-                "  digitrec read phone-number.jpg\n  digitrec read meter.png --annotate meter-read.png\n"
+    c = command("read", "read the handwritten numbers in each image: lines top to bottom, numbers left to right, "
+                "separators (- / . : ,) kept",
+                "  digitrec read phone-number.jpg\n  digitrec read sheet.png --annotate sheet-read.png\n"
                 "  digitrec read lines/ --format json")
     c.add_argument("paths", nargs="+", metavar="IMAGE", help="image files, folders (recursive), globs, or -")
     _model_options(c)
     c.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    c.add_argument("--annotate", metavar="OUT.png", help="draw the boxes and digits found (OUT-<n>.png for several)")
+    c.add_argument("--annotate", metavar="OUT.png",
+                   help="draw the lines, numbers and digits found (OUT-<n>.png for several)")
+    c.add_argument("--digits-only", action="store_true", help="leave the separators out of the text")
 
     c = command("serve", "serve predictions over HTTP, with a drawing page at /",
                 "  digitrec serve                       # http://127.0.0.1:8000/ (API docs at /docs)\n"
@@ -322,7 +325,8 @@ def _cmd_recipes(a) -> int:
 
 
 def _cmd_predict(a) -> int:
-    from digitrec.inference.predict import Predictor, format_records, predict_paths
+    from digitrec.inference.predict import Predictor, predict_paths
+    from digitrec.inference.records import format_records
 
     if not 1 <= a.topk <= 10:
         raise DigitrecError("--topk must be between 1 and 10")
@@ -332,15 +336,16 @@ def _cmd_predict(a) -> int:
     records = predict_paths(a.paths, lambda: Predictor(a.model, a.backend, precision=a.precision), a.topk,
                             a.save_preprocessed, a.workers)
     print(format_records(records, a.format, "predict"))
-    return 1 if any(r["error"] for r in records) else 0
+    return 1 if any(r.error for r in records) else 0
 
 
 def _cmd_read(a) -> int:
-    from digitrec.inference.predict import Predictor, format_records, read_paths
+    from digitrec.inference.predict import Predictor, read_paths
+    from digitrec.inference.records import format_records
 
-    records = read_paths(a.paths, Predictor(a.model, a.backend, precision=a.precision), a.annotate)
+    records = read_paths(a.paths, Predictor(a.model, a.backend, precision=a.precision), a.annotate, a.digits_only)
     print(format_records(records, a.format, "read"))
-    return 1 if any(r["error"] for r in records) else 0
+    return 1 if any(r.error for r in records) else 0
 
 
 def _cmd_serve(a) -> int:

@@ -22,16 +22,19 @@ MAX_DECODED_BYTES = 96 * 1024 * 1024
 MAX_JPEG_SCANS = 100  # a progressive JPEG has ~10 scans; thousands of empty ones are a CPU bomb
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # what people send digits in; nothing else is decoded
 WORK_PIXELS = 256 * 256  # images are shrunk to about this many pixels before analysis: cost stays bounded
+# ... and images read as sheets of numbers (`read`) to about this many: a sheet's digits are small against it.
+SHEET_PIXELS = 512 * 512
 WORK_SIDE = 2048  # ... and to at most this side (a 1 x 40,000,000 strip is no line of digits)
+MAX_DIGITS = 1024  # 28x28 inputs one image may give (a sheet with more candidate digits is refused: too costly)
 TOO_LARGE = "image too large"  # how every size refusal begins (for people; programs read the error code)
 ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
                 8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the transpose that undoes it
 
 
-def decode(data: bytes) -> tuple[np.ndarray, float]:
+def decode(data: bytes, work_pixels: int = WORK_PIXELS) -> tuple[np.ndarray, float]:
     """Image bytes (PNG, JPEG, GIF, BMP, TIFF or WebP) -> (grey float32 [H, W] in [0, 1] with dark = 0, scale),
-    shrunk to about WORK_PIXELS, where scale = original width / analysed width.
+    shrunk to about `work_pixels`, where scale = original width / analysed width.
 
     Any bytes give a result or a DigitrecError, never another exception: Pillow's decoders raise whatever
     their parsers meet (struct.error, TypeError, ValueError ...) on crafted files, so every failure inside
@@ -44,7 +47,7 @@ def decode(data: bytes) -> tuple[np.ndarray, float]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            grey, width = _decode_grey(data)
+            grey, width = _decode_grey(data, work_pixels)
     except DigitrecError:
         raise
     except MemoryError:
@@ -63,12 +66,12 @@ def _bytes_per_pixel(mode: str) -> int:
     return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
 
 
-def _work_size(width: int, height: int) -> tuple[int, int]:
-    shrink = min(1.0, (WORK_PIXELS / max(1, width * height)) ** 0.5, WORK_SIDE / max(width, height))
+def _work_size(width: int, height: int, work_pixels: int = WORK_PIXELS) -> tuple[int, int]:
+    shrink = min(1.0, (work_pixels / max(1, width * height)) ** 0.5, WORK_SIDE / max(width, height))
     return max(1, round(width * shrink)), max(1, round(height * shrink))
 
 
-def _decode_grey(data: bytes) -> tuple[Image.Image, int]:
+def _decode_grey(data: bytes, work_pixels: int) -> tuple[Image.Image, int]:
     """(mode L image at working size, oriented, alpha on white; the oriented width before shrinking)."""
     image = Image.open(io.BytesIO(data), formats=FORMATS)
     width, height = image.size
@@ -79,7 +82,7 @@ def _decode_grey(data: bytes) -> tuple[Image.Image, int]:
         if data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # start-of-scan markers (0xFF is escaped inside scans)
             raise DigitrecError(f"image too costly to decode (a JPEG of over {MAX_JPEG_SCANS} scans)",
                                 code="too_costly")
-        image.draft("L", _work_size(width, height))  # decode at 1/2, 1/4 or 1/8 size when that is enough
+        image.draft("L", _work_size(width, height, work_pixels))  # decode at 1/2, 1/4 or 1/8 size when that is enough
     mode = "RGBA" if image.mode == "PA" else "I" if image.mode.startswith("I;16") else image.mode
     decoded = image.size[0] * image.size[1] * _bytes_per_pixel(mode)
     if decoded > MAX_DECODED_BYTES:
@@ -91,7 +94,7 @@ def _decode_grey(data: bytes) -> tuple[Image.Image, int]:
         orientation = None
     image.seek(0)  # the first frame of an animation
     image.load()
-    small = _work_size(*image.size)
+    small = _work_size(*image.size, work_pixels)
     if image.mode == "P":  # palette: grey (and alpha on white) per palette entry, then one lookup per pixel
         image = _palette_to_grey(image)
     elif image.mode == "1":

@@ -12,56 +12,85 @@ import numpy as np
 from PIL import Image
 
 from digitrec.errors import DigitrecError
-from digitrec.imaging.decode import decode
-from digitrec.imaging.ink import find_ink, mnist_form, to_mnist
+from digitrec.imaging.decode import MAX_DIGITS, SHEET_PIXELS, WORK_PIXELS, decode
+from digitrec.imaging.ink import SHEET_SPECK, SPECK, find_ink, mnist_form, to_mnist
 
 
 @dataclass(frozen=True)
 class Prepared:
     """What the model needs from one image: its 28x28 inputs (one for a single digit, one per candidate digit of
-    a line; none: no ink) and, for a line, each one's box in the original image's pixels.  Made by `prepare`
+    a sheet; none: no ink) and, for a sheet, each one's box in the original image's pixels.  Made by `prepare`
     here, or elsewhere (the server prepares images in sandboxed worker processes) and passed on as is; `error`
     is then the DigitrecError that preparing it gave.
 
-    A line's pieces of ink may be read more than one way (segment.py): `readings` holds, per piece, its
+    A sheet's pieces of ink may be read more than one way (segment.py): `readings` holds, per piece, its
     readings, each the indices into `digits` of one way to read it, left to right (a piece read one way as one
-    digit: ((i,),)); the reader keeps one reading per piece (predict.best_readings)."""
+    digit: ((i,),)); the reader keeps one reading per piece (predict.best_reading).  `plan` says where each
+    piece sits: per line (top to bottom), per number (left to right), its parts: a piece's index into
+    `readings`, or a separator (char, box, index of the piece that reads it as a digit instead, or -1).  An
+    empty plan with pieces: one line of one number, every piece in order."""
 
     digits: np.ndarray  # float32 [N, 28, 28]
-    boxes: tuple[tuple[int, int, int, int], ...] = ()  # (x0, y0, x1, y1) per candidate digit, lines only
-    readings: tuple[tuple[tuple[int, ...], ...], ...] = ()  # lines only: per piece, its readings (indices)
+    boxes: tuple[tuple[int, int, int, int], ...] = ()  # (x0, y0, x1, y1) per candidate digit, sheets only
+    readings: tuple[tuple[tuple[int, ...], ...], ...] = ()  # sheets only: per piece, its readings (indices)
+    plan: tuple = ()  # sheets only: lines -> numbers -> parts (see above)
     error: DigitrecError | None = None
     grey: np.ndarray | None = None  # the analysed grey image and its scale, kept only when asked (annotations)
     scale: float = 1.0
 
 
 def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False) -> Prepared:
-    """Image bytes -> Prepared: decode, find the ink, then one digit (`line` False) or the digits of a line
-    (segment.py), each as MNIST.  A Prepared given is returned as it is (or its error raised)."""
+    """Image bytes -> Prepared: decode, find the ink, then one digit (`line` False) or the lines, numbers and
+    digits of a sheet (layout.py, segment.py), each digit as MNIST.  A Prepared given is returned as it is (or
+    its error raised)."""
     if isinstance(data, Prepared):
         if data.error is not None:
             raise data.error
         return data
-    grey, scale = decode(data)
+    grey, scale = decode(data, SHEET_PIXELS if line else WORK_PIXELS)
     kept = {"grey": grey, "scale": scale} if keep_grey else {}
     if not line and (as_is := mnist_form(grey)) is not None:
         return Prepared(as_is[None], **kept)
-    ink = find_ink(grey)
+    ink = find_ink(grey, SHEET_SPECK if line else SPECK)
     if ink.empty:
         return Prepared(np.zeros((0, 28, 28), np.float32), **kept)
     if not line:
         return Prepared(to_mnist(ink)[None], **kept)
-    from digitrec.imaging.segment import (
-        segment,  # (segment.py builds on this module's Ink; it imports SciPy, which a process
-    )
-    # that prepares single digits never needs: 0.25 s of each `predict` worker's start)
+    return _prepare_sheet(ink, scale, kept)
+
+
+def _prepare_sheet(ink, scale: float, kept: dict) -> Prepared:
+    # (segment.py imports SciPy, which a process that prepares single digits never needs: 0.25 s of each
+    # `predict` worker's start)
+    from digitrec.imaging.layout import Separator, layout
+    from digitrec.imaging.segment import segment
+
     candidates, readings = [], []
-    for digits, ways in segment(ink):
+
+    def add(digits, ways, x0: int, y0: int) -> int:
         readings.append(tuple(tuple(len(candidates) + i for i in way) for way in ways))
-        candidates.extend(digits)
+        candidates.extend((part, (b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)) for part, b in digits)
+        if len(candidates) > MAX_DIGITS:
+            raise DigitrecError(f"image too costly to read (over {MAX_DIGITS} candidate digits)", code="too_costly")
+        return len(readings) - 1
+
+    plan = []
+    for line in layout(ink):
+        numbers = []
+        for number in line.numbers:
+            parts = []
+            for part in number.parts:
+                if isinstance(part, Separator):
+                    alt = add([(part.ink, (0, 0, part.box[2] - part.box[0], part.box[3] - part.box[1]))], [(0,)],
+                              *part.box[:2]) if part.ink is not None else -1
+                    parts.append((part.char, tuple(round(v * scale) for v in part.box), alt))
+                else:
+                    parts.extend(add(digits, ways, *part.box[:2]) for digits, ways in segment(part.ink))
+            numbers.append(tuple(parts))
+        plan.append(tuple(numbers))
     digits = np.stack([to_mnist(part) for part, _ in candidates]) if candidates else np.zeros((0, 28, 28), np.float32)
     boxes = tuple(tuple(round(v * scale) for v in box) for _, box in candidates)
-    return Prepared(digits, boxes, tuple(readings), **kept)
+    return Prepared(digits, boxes, tuple(readings), tuple(plan), **kept)
 
 
 def preprocess(data: bytes) -> np.ndarray | None:

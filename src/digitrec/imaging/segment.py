@@ -18,9 +18,9 @@ import numpy as np
 from scipy import ndimage
 
 from digitrec.errors import DigitrecError
+from digitrec.imaging.decode import MAX_DIGITS
 from digitrec.imaging.ink import Ink
 
-MAX_DIGITS = 1024  # 28x28 inputs one image may give (a line with more candidate digits is refused: too costly)
 # A piece wider than this x the line's digit height may hold several touching digits.  Chosen on lines of
 # validation digits (benchmarks/validation_lines.py) with predict.SPLIT_COST: 1.1 with that price read 44.5% of
 # the touching lines exactly, against 40% for 1.25 without it, and the other kinds as well.  Lower reads more

@@ -7,11 +7,8 @@ are still processed.
 
 from __future__ import annotations
 
-import csv
 import glob
-import io
 import itertools
-import json
 import os
 import sys
 import threading
@@ -24,11 +21,11 @@ import numpy as np
 
 from digitrec.errors import DigitrecError
 from digitrec.imaging.decode import MAX_BYTES, TOO_LARGE
-from digitrec.imaging.prepare import prepare, to_png
+from digitrec.imaging.prepare import Prepared, prepare, to_png
 from digitrec.inference.calibration import describe, softmax
+from digitrec.inference.records import NO_INK, DigitReading, LineReading, NumberReading, Prediction, Reading
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-NO_INK = "no ink found: the image is blank or uniform"
 
 
 def default_model_path() -> Path:
@@ -71,13 +68,6 @@ class Predictor:
     def describe(self, probs: np.ndarray, topk: int = 3) -> dict:
         """digit, confidence, topk, uncertain, verdict for one image's probabilities."""
         return describe(probs, self.calibration, topk)
-
-
-def empty_record(path: str, error: str | None, code: str = "invalid_image") -> dict:
-    """The record of an image with no prediction: an error (with its code), or no ink."""
-    verdict = "no_ink" if code == "no_ink" else "error"
-    return {"path": path, "digit": None, "confidence": 0.0, "topk": [], "uncertain": True, "verdict": verdict,
-            "error": error, "error_code": code}
 
 
 @dataclass
@@ -140,55 +130,104 @@ def _prepared_digit(data: bytes) -> tuple[np.ndarray | None, str | None, str | N
 
 
 def _predicted(names: list[str], prepared: list[tuple], predictor: Predictor, topk: int,
-               save_preprocessed: str | os.PathLike | None, include_image: bool, first_index: int) -> list[dict]:
+               save_preprocessed: str | os.PathLike | None, include_image: bool, first_index: int) -> list[Prediction]:
     """Names and their _prepared_digit results -> records: one model call for the digits among them."""
-    records = [{"path": name} if digit is not None else empty_record(name, error, code)
-               for name, (digit, error, code) in zip(names, prepared)]
     where = [i for i, (digit, _, _) in enumerate(prepared) if digit is not None]
+    records: list[Prediction] = [Prediction.failed(name, DigitrecError(error, code)) if digit is None else None
+                                 for name, (digit, error, code) in zip(names, prepared)]
     digits = [prepared[i][0] for i in where]
     for i, probs, digit in zip(where, predictor.probabilities(digits), digits):
-        records[i].update(predictor.describe(probs, topk), error=None, error_code=None)
-        if include_image:
-            records[i]["image"] = to_png(digit)
+        records[i] = Prediction.of(names[i], probs, predictor.calibration, topk,
+                                   image=to_png(digit) if include_image else None)
         if save_preprocessed:
             out = Path(save_preprocessed)
             out.mkdir(parents=True, exist_ok=True)
-            name = Path(records[i]["path"]).stem or "stdin"
-            (out / f"{first_index + i:05d}-{name}.png").write_bytes(to_png(digit))
+            (out / f"{first_index + i:05d}-{Path(names[i]).stem or 'stdin'}.png").write_bytes(to_png(digit))
     return records
 
 
 def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: str | os.PathLike | None = None,
-                first_index: int = 0, several: bool | None = None) -> list[dict]:
-    """[(name, image bytes of a line of digits)] -> [{"path", "text", "digits": [...], "error"}].  annotate
-    draws the boxes into that file, or into OUT-<first_index + n>.png when there are several inputs."""
+                first_index: int = 0, several: bool | None = None, digits_only: bool = False) -> list[Reading]:
+    """[(name, image bytes of a sheet of numbers)] -> one Reading each.  annotate draws the lines, numbers and
+    digits into that file, or into OUT-<first_index + n>.png when there are several inputs.  digits_only: the
+    text leaves the separators out."""
     several = len(items) > 1 if several is None else several
     records = []
     for index, (name, data) in enumerate(items):
         try:
             prepared = prepare(data, line=True, keep_grey=bool(annotate))
+            if not len(prepared.digits) and not prepared.plan:
+                raise DigitrecError(NO_INK, code="no_ink")
         except DigitrecError as e:
-            records.append({"path": name, "text": "", "digits": [], "error": str(e), "error_code": e.code})
-            continue
-        if not len(prepared.digits):
-            records.append({"path": name, "text": "", "digits": [], "error": NO_INK, "error_code": "no_ink"})
+            records.append(Reading.failed(name, e))
             continue
         probs = predictor.probabilities(list(prepared.digits))
-        keep = best_readings(np.array([p.max() for p in probs]), prepared.readings)
-        digits = []
-        for p, box in zip([probs[i] for i in keep], [prepared.boxes[i] for i in keep]):
-            found = predictor.describe(p, 1)
-            digits.append({"digit": found["digit"], "confidence": found["confidence"], "verdict": found["verdict"],
-                           "box": list(box)})
-        # A mark that is not a digit keeps its box and reads as "?".
-        text = "".join("?" if d["digit"] is None else str(d["digit"]) for d in digits)
-        records.append({"path": name, "text": text, "digits": digits, "error": None, "error_code": None})
+        reading = Reading(name, read_plan(prepared, probs, predictor.calibration, digits_only))
+        records.append(reading)
         if annotate:
             target = Path(annotate)
             if several:
                 target = target.with_name(f"{target.stem}-{first_index + index}{target.suffix or '.png'}")
-            draw_boxes(prepared.grey, prepared.scale, digits, target)
+            draw_reading(prepared.grey, prepared.scale, reading, target)
     return records
+
+
+def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: bool = False) -> tuple[LineReading, ...]:
+    """A prepared sheet and its candidates' probabilities -> its lines of numbers."""
+    log_top = np.log(np.maximum(probs.max(1), 1e-12)) if len(probs) else np.zeros(0)
+    plan = prepared.plan or ((tuple(range(len(prepared.readings))),),)
+
+    def digit(i: int) -> DigitReading:
+        found = describe(probs[i], calibration, 1)
+        return DigitReading(found["digit"], found["confidence"], found["verdict"], tuple(prepared.boxes[i]))
+
+    lines = []
+    for numbers in plan:
+        read_numbers = []
+        for parts in numbers:
+            parts = _undo_slashes(parts, prepared, log_top, probs)
+            text, found, boxes = "", [], []
+            for part in parts:
+                if isinstance(part, int):
+                    for i in best_reading(log_top, prepared.readings[part]):
+                        found.append(digit(i))
+                        text += "?" if found[-1].digit is None else str(found[-1].digit)
+                        boxes.append(found[-1].box)
+                else:
+                    text += "" if digits_only else part[0]
+                    boxes.append(tuple(part[1]))
+            if boxes:
+                read_numbers.append(NumberReading(text, _union(boxes), tuple(found)))
+        if read_numbers:
+            lines.append(LineReading(tuple(read_numbers), _union([n.box for n in read_numbers])))
+    return tuple(lines)
+
+
+def _undo_slashes(parts: tuple, prepared: Prepared, log_top: np.ndarray, probs: np.ndarray) -> tuple:
+    """A leaning mark is a slash only where the number reads as a date (d/m, dd/mm/yy, dd/mm/yyyy) and the
+    model does not read the mark as a confident digit other than 1; elsewhere it is a 1 leaning hard, or a
+    digit, and read as one."""
+    slashes = [k for k, part in enumerate(parts) if not isinstance(part, int) and part[0] == "/" and part[2] >= 0]
+    if not slashes:
+        return parts
+    groups, count, others = [], 0, False
+    for part in parts:
+        if isinstance(part, int):
+            count += len(best_reading(log_top, prepared.readings[part]))
+        else:
+            groups.append(count)
+            others |= part[0] != "/"
+            count = 0
+    groups.append(count)
+    digit_like = any(int(probs[i].argmax()) != 1 and probs[i].max() > 0.9
+                     for k in slashes for i in prepared.readings[parts[k][2]][0])
+    is_date = not others and not digit_like and len(groups) in (2, 3) and 1 <= groups[0] <= 2 and \
+        1 <= groups[1] <= 2 and (len(groups) == 2 or groups[2] in (2, 4))
+    return parts if is_date else tuple(part[2] if k in slashes else part for k, part in enumerate(parts))
+
+
+def _union(boxes: list) -> tuple[int, int, int, int]:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
 # A reading pays this much log-probability for each digit beyond its first: cutting must make the piece about 10%
@@ -198,41 +237,43 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
 SPLIT_COST = 0.1
 
 
-def best_readings(top: np.ndarray, readings: tuple[tuple[tuple[int, ...], ...], ...]) -> list[int]:
-    """Which of a line's candidate digits to keep: per piece of ink, the reading whose digits are most likely all
-    read right, the product of their (calibrated) top probabilities, less SPLIT_COST per extra digit.  A wide 5
-    read whole (0.99) beats its body and flag read apart (0.99 x 0.1, the flag "not a digit"); two touching
-    digits read whole look like the side-by-side pairs the model was taught are not digits, and lose to the two
-    read apart.  top: [N] top probabilities; readings: Prepared.readings (empty: every candidate is a digit)."""
-    if not readings:
-        return list(range(len(top)))
-    log_top = np.log(np.maximum(top, 1e-12))
-    return [i for ways in readings
-            for i in max(ways, key=lambda way: log_top[list(way)].sum() - SPLIT_COST * (len(way) - 1))]
+def best_reading(log_top: np.ndarray, ways: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """Which candidates of one piece of ink to keep: the reading whose digits are most likely all read right, the
+    product of their (calibrated) top probabilities, less SPLIT_COST per extra digit.  A wide 5 read whole
+    (0.99) beats its body and flag read apart (0.99 x 0.1, the flag "not a digit"); two touching digits read
+    whole look like the side-by-side pairs the model was taught are not digits, and lose to the two read apart.
+    log_top: [N] log top probabilities of the sheet's candidates; ways: the piece's readings (Prepared.readings)."""
+    return max(ways, key=lambda way: log_top[list(way)].sum() - SPLIT_COST * (len(way) - 1))
 
 
-def draw_boxes(grey: np.ndarray, scale: float, found: list[dict], path: Path) -> None:
-    """The image (the analysed copy, brought back to the original size) with a box per digit record: the digit
-    above it ("?" for not a digit), its confidence below (green: digit, orange: uncertain, red: not a digit)."""
+def draw_reading(grey: np.ndarray, scale: float, reading: Reading, path: Path) -> None:
+    """The image (the analysed copy, brought back to the original size) with a box per line (grey), per number
+    (blue, its text above) and per digit: the digit above it ("?" for not a digit), its confidence below
+    (green: digit, orange: uncertain, red: not a digit)."""
     from PIL import Image, ImageDraw
 
     image = Image.fromarray((grey * 255).astype(np.uint8)).convert("RGB")
     if scale != 1:
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
-    size = max(12, min(40, image.height // 8))
+    size = max(12, min(40, min(image.height // 8, *(n.box[3] - n.box[1] for line in reading.lines
+                                                   for n in line.numbers)) * 2 // 3 or 12))
     canvas = Image.new("RGB", (image.width, image.height + 2 * size + 8), "white")
     canvas.paste(image, (0, size + 4))
     draw = ImageDraw.Draw(canvas)
+    shift = lambda box: (box[0], box[1] + size + 4, box[2] - 1, box[3] + size + 3)  # noqa: E731
     colours = {"digit": (0, 150, 0), "uncertain": (230, 110, 0), "not_a_digit": (210, 0, 0)}
-    for record in found:
-        (x0, y0, x1, y1), confidence = record["box"], record["confidence"]
-        digit = "?" if record["digit"] is None else record["digit"]
-        colour = colours[record["verdict"]]
-        y0, y1 = y0 + size + 4, y1 + size + 4
-        draw.rectangle([x0, y0, x1 - 1, y1 - 1], outline=colour, width=2)
-        draw.text(((x0 + x1) / 2, y0 - 2), str(digit), fill=colour, font_size=size, anchor="md")
-        draw.text(((x0 + x1) / 2, y1 + 2), f"{confidence:.2f}", fill=colour, font_size=max(9, size * 2 // 3),
-                  anchor="ma")
+    for line in reading.lines:
+        draw.rectangle(shift(line.box), outline=(160, 160, 160), width=1)
+        for number in line.numbers:
+            draw.rectangle(shift(number.box), outline=(40, 90, 220), width=1)
+            for d in number.digits:
+                x0, y0, x1, y1 = shift(d.box)
+                colour = colours[d.verdict]
+                draw.rectangle([x0, y0, x1, y1], outline=colour, width=2)
+                draw.text(((x0 + x1) / 2, y0 - 2), "?" if d.digit is None else str(d.digit), fill=colour,
+                          font_size=size, anchor="md")
+                draw.text(((x0 + x1) / 2, y1 + 2), f"{d.confidence:.2f}", fill=colour,
+                          font_size=max(9, size * 2 // 3), anchor="ma")
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)
 
@@ -375,41 +416,9 @@ def _torch_threads(predictor: Predictor) -> int | None:
     return torch.get_num_threads()
 
 
-def read_paths(specs: list[str], predictor: Predictor, annotate: str | os.PathLike | None = None) -> list[dict]:
-    """`digitrec read`: paths, folders, globs or '-' -> one line-reading record per image, in order."""
-    return _in_chunks(specs, lambda items, first, several: read_images(items, predictor, annotate, first, several),
-                      lambda name, error, code: {"path": name, "text": "", "digits": [], "error": error,
-                                                 "error_code": code})
-
-
-# ---------------------------------------------------------------------------------------------------
-# Output formats.
-
-def format_records(records: list[dict], fmt: str, kind: str) -> str:
-    if fmt == "json":
-        return json.dumps(records, indent=2)
-    if kind == "predict":
-        columns = ["path", "digit", "verdict", "confidence", "topk", "uncertain", "error"]
-    else:
-        columns = ["path", "text", "digits", "error"]
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(columns)
-        for r in records:
-            writer.writerow([json.dumps(r.get(c)) if isinstance(r.get(c), list) else
-                             ("" if r.get(c) is None else r.get(c)) for c in columns])
-        return buffer.getvalue().rstrip("\n")
-    lines = []
-    for r in records:
-        if r.get("error"):
-            lines.append(f"{r['path']}: error: {r['error']}")
-        elif kind == "predict":
-            top = "  ".join(f"{d}:{p:.3f}" for d, p in r["topk"])
-            said = {"digit": "", "uncertain": "  (uncertain)", "not_a_digit": "  (not a digit)"}[r["verdict"]]
-            lines.append(f"{r['path']}: {'-' if r['digit'] is None else r['digit']}  confidence "
-                         f"{r['confidence']:.3f}  top: {top}{said}")
-        else:
-            confidences = " ".join(f"{d['confidence']:.2f}" for d in r["digits"])
-            lines.append(f"{r['path']}: {r['text']}  (confidences {confidences})")
-    return "\n".join(lines)
+def read_paths(specs: list[str], predictor: Predictor, annotate: str | os.PathLike | None = None,
+               digits_only: bool = False) -> list[Reading]:
+    """`digitrec read`: paths, folders, globs or '-' -> one Reading per image, in order."""
+    return _in_chunks(specs, lambda items, first, several: read_images(items, predictor, annotate, first, several,
+                                                                        digits_only),
+                      lambda name, error, code: Reading.failed(name, DigitrecError(error, code)))

@@ -1,0 +1,228 @@
+"""The ink of a sheet -> its lines, top to bottom -> the numbers on each line, left to right -> per number, runs
+of digit ink (read by segment.py) between separators found by their shape (`-` `/` `.` `:` `,`).
+
+Lines: a sheet written by hand is a little skewed and its lines start at different indents, so the lines are
+found on the ink's rows after undoing the skew (the angle, within MAX_SKEW degrees, whose row profile is the
+sharpest), as bands of rows with ink between rows without; each mark (connected ink) goes to the band of its
+centre.  Numbers: a gap wider than NUMBER_GAP x the line's digit height parts two numbers.  Separators are
+told by their size, shape and height in the line before the digits are cut: segment.py would otherwise join a
+decimal point to the digit beside it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from digitrec.imaging.ink import Ink
+
+MAX_SKEW = 6.0  # degrees either way: more is a page photographed at an angle, not a skewed hand
+SKEW_STEP = 1.0
+# A gap between marks wider than this x the line's digit height parts two numbers on one line: people leave
+# up to about a digit height between digits of one number (spaced hands) and several digit widths between two
+# numbers.
+NUMBER_GAP = 2.0
+# A row band is a line when its ink rows hold at least this share of the busiest row's ink (a stray mark
+# between two lines does not join them), and at least MIN_LINE_HEIGHT x the sheet's digit height tall.
+GAP_ROW_SHARE = 0.02
+MIN_LINE_HEIGHT = 0.35
+MAX_LINES = 64  # a sheet with more lines is refused as too costly (reading is per line)
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the analysed image's pixels
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A connected piece of ink."""
+
+    label: int
+    box: Box
+
+    @property
+    def height(self) -> int:
+        return self.box[3] - self.box[1]
+
+    @property
+    def width(self) -> int:
+        return self.box[2] - self.box[0]
+
+
+@dataclass(frozen=True)
+class Separator:
+    char: str  # one of SEPARATORS
+    box: Box
+    # A slash may be a 1 leaning hard: its ink (cropped to box), for the reader to read it as a digit when the
+    # number around it is no date (inference/predict.py).
+    ink: Ink | None = None
+
+
+@dataclass(frozen=True)
+class Run:
+    """Digit ink between separators, cropped to `box`: segment.py cuts it into digits."""
+
+    ink: Ink
+    box: Box
+
+
+@dataclass(frozen=True)
+class NumberLayout:
+    parts: tuple[Run | Separator, ...]
+    box: Box
+
+
+@dataclass(frozen=True)
+class LineLayout:
+    numbers: tuple[NumberLayout, ...]
+    box: Box
+    digit_height: float
+
+
+SEPARATORS = ("-", "/", ".", ":", ",")
+
+
+def layout(ink: Ink) -> list[LineLayout]:
+    """The lines of the ink, top to bottom, each with its numbers left to right."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.mask.view(np.uint8), None, None, None, 8, cv2.CV_32S)
+    marks = [Mark(i, (int(s[0]), int(s[1]), int(s[0] + s[2]), int(s[1] + s[3]))) for i, s in enumerate(stats)
+             if i > 0]
+    if not marks:
+        return []
+    bands = _line_bands(ink.mask, marks)
+    return [_line(ink, labels, band_marks) for band_marks in bands]
+
+
+def _skew(mask: np.ndarray) -> float:
+    """The slope (dy per dx) whose sheared row profile of the ink is the sharpest (sum of squared row counts)."""
+    ys, xs = np.nonzero(mask)
+    xs = xs - xs.mean()
+    best, best_score = 0.0, -1.0
+    angles = sorted(np.arange(-MAX_SKEW, MAX_SKEW + SKEW_STEP / 2, SKEW_STEP), key=abs)  # ties keep the smaller
+    for degrees in angles:
+        slope = math.tan(math.radians(degrees))
+        rows = np.round(ys - slope * xs).astype(np.int64)
+        score = float((np.bincount(rows - rows.min()).astype(np.float64) ** 2).sum())
+        if score > best_score:
+            best, best_score = slope, score
+    return best
+
+
+def _line_bands(mask: np.ndarray, marks: list[Mark]) -> list[list[Mark]]:
+    """Marks grouped into lines, top to bottom."""
+    slope = _skew(mask)
+    ys, xs = np.nonzero(mask)
+    x_mid = float(xs.mean())
+    rows = np.round(ys - slope * (xs - x_mid)).astype(np.int64)
+    low = int(rows.min())
+    profile = np.bincount(rows - low)
+    inked = profile > GAP_ROW_SHARE * profile.max()
+    starts = np.flatnonzero(inked & ~np.concatenate([[False], inked[:-1]]))
+    ends = np.flatnonzero(inked & ~np.concatenate([inked[1:], [False]])) + 1
+    heights = sorted(m.height for m in marks)
+    digit_height = heights[len(heights) * 3 // 4]  # most marks are digits; dots and dashes are the short ones
+    bands = [(s, e) for s, e in zip(starts, ends) if e - s >= MIN_LINE_HEIGHT * digit_height] or \
+        [(int(starts[0]), int(ends[-1]))]
+    if len(bands) > MAX_LINES:
+        from digitrec.errors import DigitrecError
+
+        raise DigitrecError(f"image too costly to read (over {MAX_LINES} lines)", code="too_costly")
+    grouped: list[list[Mark]] = [[] for _ in bands]
+    for mark in marks:
+        cy = (mark.box[1] + mark.box[3]) / 2 - slope * ((mark.box[0] + mark.box[2]) / 2 - x_mid) - low
+        distance = [0 if s <= cy < e else min(abs(cy - s), abs(cy - e)) for s, e in bands]
+        grouped[int(np.argmin(distance))].append(mark)
+    return [sorted(g, key=lambda m: m.box[0]) for g in grouped if g]
+
+
+def _line(ink: Ink, labels: np.ndarray, marks: list[Mark]) -> LineLayout:
+    tall = max(m.height for m in marks)
+    digit_height = float(np.median([m.height for m in marks if m.height >= 0.5 * tall]))
+    top = float(np.median([m.box[1] for m in marks if m.height >= 0.5 * tall]))
+    separators = _separators(marks, labels, digit_height, top)
+    numbers, current, right = [], [], None
+    for mark in marks:
+        if right is not None and mark.box[0] - right > NUMBER_GAP * digit_height:
+            numbers.append(current)
+            current = []
+        current.append(mark)
+        right = mark.box[2] if right is None else max(right, mark.box[2])
+    numbers.append(current)
+    built = tuple(_number(ink, labels, group, separators) for group in numbers)
+    return LineLayout(tuple(n for n in built if n.parts), _union([m.box for m in marks]), digit_height)
+
+
+def _number(ink: Ink, labels: np.ndarray, marks: list[Mark], separators: dict[int, str]) -> NumberLayout:
+    """A number's marks -> runs of digit ink split at its separators (a colon's two dots are one separator)."""
+    parts: list[Run | Separator] = []
+    run: list[Mark] = []
+    seen_colon: set[int] = set()
+    for mark in marks:
+        char = separators.get(mark.label)
+        if char is None:
+            run.append(mark)
+            continue
+        if char == ":" and mark.label in seen_colon:
+            continue
+        if run:
+            parts.append(_run(ink, labels, run))
+            run = []
+        if char == ":":
+            pair = [m for m in marks if separators.get(m.label) == ":" and _x_overlap(m.box, mark.box) > 0]
+            seen_colon.update(m.label for m in pair)
+            parts.append(Separator(":", _union([m.box for m in pair])))
+        elif char == "/":
+            parts.append(Separator(char, mark.box, _run(ink, labels, [mark]).ink))
+        else:
+            parts.append(Separator(char, mark.box))
+    if run:
+        parts.append(_run(ink, labels, run))
+    return NumberLayout(tuple(parts), _union([m.box for m in marks]))
+
+
+def _run(ink: Ink, labels: np.ndarray, marks: list[Mark]) -> Run:
+    box = _union([m.box for m in marks])
+    x0, y0, x1, y1 = box
+    mask = np.isin(labels[y0:y1, x0:x1], [m.label for m in marks])
+    return Run(Ink(np.where(mask, ink.values[y0:y1, x0:x1], 0).astype(np.float32), mask), box)
+
+
+def _separators(marks: list[Mark], labels: np.ndarray, h: float, top: float) -> dict[int, str]:
+    """label -> separator character, for the marks whose shape says so (h: the line's digit height, top: where
+    its digits begin)."""
+    found: dict[int, str] = {}
+    small = [m for m in marks if m.height <= 0.35 * h and m.width <= 0.4 * h]
+    for m in small:  # a colon: two small marks one above the other
+        for other in small:
+            if other is not m and _x_overlap(m.box, other.box) > 0 and abs(m.box[1] - other.box[1]) >= 0.25 * h:
+                found[m.label] = found[other.label] = ":"
+    for m in marks:
+        if m.label in found:
+            continue
+        cy = (m.box[1] + m.box[3]) / 2 - top  # the mark's centre, from the top of the line's digits
+        if m.height <= 0.45 * h and m.width <= 0.4 * h and cy > 0.65 * h:
+            found[m.label] = "," if m.height >= 1.4 * m.width and m.box[3] > top + 1.05 * h else "."
+        elif m.height <= 0.3 * h and m.width >= 1.6 * m.height and m.width >= 0.3 * h and 0.2 * h < cy < 0.8 * h:
+            found[m.label] = "-"
+        elif m.height >= 0.6 * h and _is_slash(labels[m.box[1]:m.box[3], m.box[0]:m.box[2]] == m.label):
+            found[m.label] = "/"
+    return found
+
+
+def _is_slash(mask: np.ndarray) -> bool:
+    """A thin stroke leaning right well past a slanted 1 (x against y fitted to the ink; top to the right)."""
+    ys, xs = np.nonzero(mask)
+    if len(ys) < 5:
+        return False
+    height = int(ys.max() - ys.min() + 1)
+    slope = np.polyfit(ys.astype(np.float64), xs.astype(np.float64), 1)[0]  # dx per dy: negative leans right
+    return bool(slope < -0.6 and len(ys) / height < 0.3 * height)
+
+
+def _x_overlap(a: Box, b: Box) -> int:
+    return min(a[2], b[2]) - max(a[0], b[0])
+
+
+def _union(boxes: list[Box]) -> Box:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
