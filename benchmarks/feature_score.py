@@ -1,5 +1,5 @@
 """Would a score on the network's features say "not a digit" better than its probabilities?  (Tried for the
-trust issue; not used, see README, *How far to trust it*.)
+trust issue; not used, see docs/model-card.md, trust.)
 
 Mahalanobis distance (Lee et al. 2018) from a 28x28's penultimate features (the `wide` networks' pooled
 features) to the nearest class mean of the training digits, with one covariance shared by the classes.  Its

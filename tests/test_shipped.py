@@ -1,7 +1,7 @@
 """The model that ships with the package, evaluated on the whole MNIST test set the way it predicts (with its
 recipe's test-time shifts, if it has any, and its calibration): it must reach the accuracy its metadata claims,
-less a small tolerance for floating-point differences between CPUs, and at least 99.6% (the README: 99.66%; an
-earlier model, 99.69%, read other people's digits and rejected non-digits worse: see the README's "How far to
+less a small tolerance for floating-point differences between CPUs, and at least 99.6% (docs/model-card.md: 99.66%; an
+earlier model, 99.69%, read other people's digits and rejected non-digits worse: see docs/model-card.md's "How far to
 trust it")."""
 
 import pytest
@@ -14,7 +14,7 @@ from digitrec.inference.predict import Predictor, default_int8_path, default_mod
 from digitrec.modelfile import load_model
 
 TOLERANCE = 0.1  # percentage points: 10 of the 10,000 test images
-# README: 99.66% for the shipped model; above the 99.59% of the model before it on purpose (6 images of slack).
+# docs/model-card.md: 99.66% for the shipped model; above the 99.59% of the model before it on purpose (6 images of slack).
 FLOOR = 99.6
 
 
@@ -35,7 +35,7 @@ def test_the_shipped_model_reaches_the_accuracy_in_its_metadata(mnist_dir):
 
 def test_the_shipped_int8_export_was_made_from_the_shipped_weights():
     """`digitrec serve` runs weights/default.int8.onnx (serve/model.py): it must be remade whenever the weights
-    change (README, The shipped model: the command), or the server falls back to the float model."""
+    change (docs/model-card.md: the command), or the server falls back to the float model."""
     float_meta = load_model(default_model_path())[1]
     int8 = Predictor(default_int8_path(), "onnxruntime")
     assert int8.meta.quantized_from == {"file": "default.safetensors", "sha256": sha256_file(default_model_path())}

@@ -28,7 +28,7 @@ def predictor():
 def test_shipped_model_is_accurate_and_calibrated_on_the_test_set(mnist_dir):
     network, meta = load_model(default_model_path())
     ev = evaluate_split(predictive_model(network, meta), load_split("mnist", mnist_dir, train=False))
-    assert ev.accuracy >= 99.6  # the README's figure for the shipped model (99.66%), less a little for other CPUs
+    assert ev.accuracy >= 99.6  # docs/model-card.md's figure for the shipped model (99.66%), less a little for other CPUs
     assert expected_calibration_error(ev.probabilities, ev.labels) <= 0.005
     assert meta.calibration["temperature"] != 1.0 and meta.calibration["not_a_digit_below"] > 0.1
 

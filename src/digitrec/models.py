@@ -130,7 +130,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "seed": SeedCNN, "fast": FastCNN, "wide": WideCNN,
     # 5x5 kernels in the last stage see a whole 7x7 map at once (48.4 M multiply-adds against wide's 29.1 M; the
     # 28x28 stage keeps 3x3).  Measured, 3 seeds of the best recipe: validation 99.73% against wide's 99.65
-    # (README, Training), so `best` uses it; `wide` stays as the cheaper network and an ensemble member.
+    # (docs/benchmarks.md, Training), so `best` uses it; `wide` stays as the cheaper network and an ensemble member.
     "wide-k5": partial(WideCNN, last_kernel=5),
     # The seed network with one of the course report's claimed improvements removed (`digitrec ablate`).
     "seed-no-conv3": partial(SeedCNN, conv3=False),

@@ -121,7 +121,7 @@ def calibration_images_of(meta, data_dir: str | os.PathLike, n: int = CALIBRATIO
 def image_convolutions(graph) -> list[str]:
     """The convolutions that see the one-channel image (each network's first; an ensemble has one per member):
     they stay in float.  Each of their filters has only kernel x kernel weights (9 for `wide`'s 3x3), too few
-    for int8 steps.  Measured on validation data (README, export): with the shipped model's first convolution in
+    for int8 steps.  Measured on validation data (docs/benchmarks.md, export): with the shipped model's first convolution in
     int8, validation digits drawn as people's images were 99.51% right and 0.31% called not a digit (float:
     99.69%, 0.06%); with it in float, 99.76% and 0.00%, at no measurable cost (0.5% of the multiply-adds)."""
     one_channel = {w.name for w in graph.initializer if len(w.dims) == 4 and w.dims[1] == 1}

@@ -29,12 +29,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 
 def default_model_path() -> Path:
-    """The model that ships with the package (see README: how it was trained)."""
+    """The model that ships with the package (docs/model-card.md: how it was trained)."""
     return Path(str(resources.files("digitrec") / "weights" / "default.safetensors"))
 
 
 def default_int8_path() -> Path:
-    """The shipped model's int8 export (`digitrec export ... --quantize int8`; README, The shipped model): what
+    """The shipped model's int8 export (`digitrec export ... --quantize int8`; docs/model-card.md): what
     `digitrec serve` runs when no model is given."""
     return Path(str(resources.files("digitrec") / "weights" / "default.int8.onnx"))
 
