@@ -252,7 +252,7 @@ def test_requests_beyond_the_request_threads_wait_then_get_503_never_a_hang():
     import math
 
     from benchmarks.abuse import palette_bomb
-    from digitrec.serve.app import REQUEST_BUDGET_S
+    from digitrec.serve.runner import REQUEST_BUDGET_S
     from digitrec.serve.sandbox import QUEUE_WAIT_S
 
     proc, url = start_server("--decode-workers", "1", "--max-concurrency", "1000", "--log-level", "warning")

@@ -8,7 +8,7 @@ descriptor: 1,030 idle sockets stalled the server at the default limit of 1,024.
 deliver a request's headers within HEADER_TIMEOUT_S of opening (or of its previous response), connections
 past MAX_CONNECTIONS are closed as soon as they are accepted, and a request whose target and headers pass
 MAX_HEAD_BYTES is refused (400) and its connection closed.  Bodies get their own deadline in the app
-(`app.read_body`).  Other servers (hypercorn, granian) have such settings, but uvicorn is what FastAPI users
+(`http.read_body`).  Other servers (hypercorn, granian) have such settings, but uvicorn is what FastAPI users
 run and deploy; this subclass is small and keeps it.
 """
 

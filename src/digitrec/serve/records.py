@@ -1,0 +1,30 @@
+"""What the routers read from a prediction or read record of `inference.predict`: its verdict, and the error it
+stands for.  An error is told by its `error_code`, never by its message.  Records come as the JSON the CLI
+prints (`as_dict`: a typed record's `to_dict()`, or the dict itself)."""
+
+from __future__ import annotations
+
+from digitrec.serve.http import ApiError
+
+
+def as_dict(record) -> dict:
+    """A record as its JSON dict (typed records: `inference.records`)."""
+    return record.to_dict() if hasattr(record, "to_dict") else record
+
+
+def verdict(record: dict) -> str:
+    """digit, uncertain or not_a_digit for an answer; no_ink or error for an image without one."""
+    if record.get("verdict"):
+        return record["verdict"]
+    if record.get("error_code") == "no_ink":
+        return "no_ink"
+    if record.get("error"):
+        return "error"
+    return "uncertain" if record.get("uncertain") else "digit"
+
+
+def record_error(record: dict) -> ApiError | None:
+    """The error of a record that has no answer (its code, its message as the detail), else None."""
+    if record.get("error") is None:
+        return None
+    return ApiError(record.get("error_code") or "invalid_image", record["error"], verdict=verdict(record))
