@@ -1,5 +1,7 @@
 """--precision: auto's choice follows the hardware, and both fp32 and bf16 train and evaluate."""
 
+import json
+
 import pytest
 import torch
 
@@ -26,6 +28,30 @@ def test_auto_picks_bf16_exactly_where_the_hardware_has_it(monkeypatch):
 
 def test_the_seed_recipe_stays_fp32_under_auto():
     assert RECIPES["seed"].precision == "fp32" and RECIPES["best"].precision == "auto"
+
+
+@pytest.mark.mnist
+def test_precision_auto_as_an_override_keeps_the_recipes_own(small_data, tmp_path, monkeypatch):
+    """`digitrec train --recipe seed --precision auto` is the seed recipe as it is: fp32, also where the hardware
+    has bf16 (the CLI passes precision="auto"); only fp32 or bf16 override the recipe's precision."""
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    seed = RECIPES["seed"].with_overrides(epochs=1, train_fraction=0.25)
+    result = train(seed, data_dir=small_data, out=tmp_path / "run", device="cpu", precision="auto",
+                   log=lambda line: None)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert result.meta.precision == config["precision"] == "fp32"
+    assert config["recipe"]["precision"] == "fp32"
+
+
+def test_with_precision_overrides_the_recipe_only_with_fp32_or_bf16():
+    from digitrec.training.train import with_precision
+
+    seed, best = RECIPES["seed"], RECIPES["best"]
+    assert with_precision(seed, "auto") is seed and with_precision(seed, None) is seed
+    assert with_precision(best, "auto").precision == "auto"
+    assert with_precision(seed, "bf16").precision == "bf16" and with_precision(best, "fp32").precision == "fp32"
+    with pytest.raises(DigitrecError):
+        with_precision(seed, "fp16")
 
 
 @pytest.mark.mnist

@@ -71,8 +71,15 @@ def test_run_folder_is_not_overwritten_by_a_new_run(small_data, tmp_path):
     one = RECIPES["seed"].with_overrides(epochs=1)
     train(one, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)
 
-    with pytest.raises(DigitrecError, match="--resume"):
+    with pytest.raises(DigitrecError, match="already holds a run: resume it") as e:
         train(one, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)
+    assert "--" not in str(e.value)  # a library message: the CLI adds its flags
+
+
+def test_library_messages_name_no_command_line_flags():
+    with pytest.raises(DigitrecError, match="without its run folder") as e:
+        train(None, resume=True, device="cpu", log=quiet)
+    assert "--" not in str(e.value)
 
 
 def _cli(small_data, out, resume):
@@ -180,9 +187,10 @@ def test_a_run_started_from_a_model_begins_at_its_weights_and_records_it(small_d
 def test_digit_only_batches_are_refused_for_another_data_set(small_data):
     """best's synthesised non-digits, printed digits and European 1s and 7s only make sense for digits (a flag on
     a trouser, label 1, would be noise): one line for clothing, also when only the flags are left on."""
-    hint = "are for mnist, not fashion-mnist: add --set outliers=0 --set printed=0 --set augment.euro=0"
-    with pytest.raises(DigitrecError, match=hint):
+    hint = "are for mnist, not fashion-mnist: set the recipe's outliers, printed and augment.euro to 0"
+    with pytest.raises(DigitrecError, match=hint) as e:
         train(RECIPES["best"], dataset="fashion-mnist", data_dir=small_data, device="cpu", log=quiet)
+    assert "--" not in str(e.value)
     flags_only = RECIPES["best"].with_settings(["outliers=0", "printed=0"])
     with pytest.raises(DigitrecError, match=hint):
         train(flags_only, dataset="fashion-mnist", data_dir=small_data, device="cpu", log=quiet)
@@ -213,3 +221,55 @@ def test_a_train_fraction_that_leaves_no_batch_is_refused_in_one_line(small_data
     with pytest.raises(DigitrecError, match="leaves no batch") as e:
         train(recipe, data_dir=small_data, out=tmp_path / "run", device="cpu", log=quiet)
     assert e.value.code == "invalid_input" and not (tmp_path / "run").exists()
+
+
+def test_a_batch_puts_the_labelled_digits_first_and_draws_its_additions_from_the_global_rng():
+    """The loss reads the first len(labels) images as the labelled digits: the printed digits join them, the
+    non-digits come after.  The draws are the global RNG's, which each epoch seeds: the same seed, the same batch."""
+    from digitrec.data.datasets import Split
+    from digitrec.training.recipes import Augment
+    from digitrec.training.train import BatchComposer
+
+    printed = Split(torch.full((5, 28, 28), 255, dtype=torch.uint8), torch.arange(5))
+    outliers = torch.zeros((7, 28, 28), dtype=torch.uint8)
+    compose = BatchComposer(Augment(), printed, outliers, n_printed=2, n_outliers=3, device=torch.device("cpu"))
+    digits, labels = torch.full((4, 1, 28, 28), 0.5), torch.tensor([9, 8, 7, 6])
+    torch.manual_seed(0)
+    batch = compose(digits, labels)
+    assert batch.images.shape == (9, 1, 28, 28) and batch.images.is_contiguous(memory_format=torch.channels_last)
+    assert batch.labels[:4].tolist() == [9, 8, 7, 6] and len(batch.labels) == 6 and batch.labels[4:].max() < 5
+    assert torch.equal(batch.digits, batch.images[:6]) and batch.images[4:6].min() > batch.images[:4].max()
+    assert torch.equal(batch.images[6:], torch.zeros(3, 1, 28, 28))
+    torch.manual_seed(0)
+    assert torch.equal(compose(digits, labels).labels, batch.labels)
+
+
+def test_the_loss_adds_the_non_digits_pull_towards_uniform_to_the_digits_cross_entropy():
+    from digitrec.training.train import Batch, TrainingLoss
+
+    logits = torch.tensor([[4.0, 0.0, 0.0], [0.0, 3.0, 1.0], [2.0, 0.0, -2.0]])
+    batch = Batch(torch.zeros(3, 1, 28, 28), torch.tensor([0, 1]))
+    digits_only = TrainingLoss.of(RECIPES["seed"], None, with_outliers=False)
+    assert torch.allclose(digits_only(logits, batch), torch.nn.functional.cross_entropy(logits[:2], batch.labels))
+    best = RECIPES["best"]
+    with_outliers = TrainingLoss.of(best, None, with_outliers=True)
+    uniform = torch.full((1, 3), 1 / 3)  # cross-entropy to uniform, less its entropy: KL(uniform || softmax)
+    to_uniform = torch.nn.functional.cross_entropy(logits[2:], uniform)
+    ce = torch.nn.functional.cross_entropy(logits[:2], batch.labels, label_smoothing=best.label_smoothing)
+    assert torch.allclose(with_outliers(logits, batch), ce + best.outlier_weight * to_uniform)
+
+
+def test_train_one_epoch_steps_once_a_batch_and_returns_the_summed_loss():
+    from digitrec.training.train import SCHEDULES, Batch, Learner, TrainingLoss, train_one_epoch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    scheduler = SCHEDULES["onecycle"][0](optimizer, RECIPES["fast"], 3)
+    learner = Learner(net, None, optimizer, scheduler, "batch", model=net)
+    batches = [Batch(torch.rand(8, 1, 28, 28), torch.randint(10, (8,))) for _ in range(3)]
+    before = net[1].weight.detach().clone()
+    loss_sum = train_one_epoch(learner, TrainingLoss.of(RECIPES["seed"], None, False), batches,
+                               torch.device("cpu"), "fp32")
+    assert net.training and not torch.equal(before, net[1].weight) and scheduler.last_epoch == 3
+    assert loss_sum.shape == () and 0 < loss_sum.item() < 3 * 10
