@@ -128,9 +128,13 @@ def _line_bands(mask: np.ndarray, marks: list[Mark]) -> list[list[Mark]]:
         from digitrec.errors import DigitrecError
 
         raise DigitrecError(f"image too costly to read (over {MAX_LINES} lines)", code="too_costly")
+    # A band of small marks only (a smiley's eyes, a detached flag) is no line: its marks join the nearest line.
+    centre = {m.label: (m.box[1] + m.box[3]) / 2 - slope * ((m.box[0] + m.box[2]) / 2 - x_mid) - low for m in marks}
+    tall = [any(s <= centre[m.label] < e and m.height >= 0.5 * digit_height for m in marks) for s, e in bands]
+    bands = [band for band, is_line in zip(bands, tall) if is_line] or bands
     grouped: list[list[Mark]] = [[] for _ in bands]
     for mark in marks:
-        cy = (mark.box[1] + mark.box[3]) / 2 - slope * ((mark.box[0] + mark.box[2]) / 2 - x_mid) - low
+        cy = centre[mark.label]
         distance = [0 if s <= cy < e else min(abs(cy - s), abs(cy - e)) for s, e in bands]
         grouped[int(np.argmin(distance))].append(mark)
     return [sorted(g, key=lambda m: m.box[0]) for g in grouped if g]

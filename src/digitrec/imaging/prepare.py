@@ -33,10 +33,10 @@ class Prepared:
     digits: np.ndarray  # float32 [N, 28, 28]
     boxes: tuple[tuple[int, int, int, int], ...] = ()  # (x0, y0, x1, y1) per candidate digit, sheets only
     readings: tuple[tuple[tuple[int, ...], ...], ...] = ()  # sheets only: per piece, its readings (indices)
-    plan: tuple = ()  # sheets only: lines -> numbers -> parts (see above)
     error: DigitrecError | None = None
     grey: np.ndarray | None = None  # the analysed grey image and its scale, kept only when asked (annotations)
     scale: float = 1.0
+    plan: tuple = ()  # sheets only: lines -> numbers -> parts (see above)
 
 
 def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False) -> Prepared:
@@ -90,7 +90,7 @@ def _prepare_sheet(ink, scale: float, kept: dict) -> Prepared:
         plan.append(tuple(numbers))
     digits = np.stack([to_mnist(part) for part, _ in candidates]) if candidates else np.zeros((0, 28, 28), np.float32)
     boxes = tuple(tuple(round(v * scale) for v in box) for _, box in candidates)
-    return Prepared(digits, boxes, tuple(readings), tuple(plan), **kept)
+    return Prepared(digits, boxes, tuple(readings), plan=tuple(plan), **kept)
 
 
 def preprocess(data: bytes) -> np.ndarray | None:

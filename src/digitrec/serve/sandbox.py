@@ -31,7 +31,7 @@ import numpy as np
 
 from digitrec.errors import DigitrecError
 from digitrec.imaging.prepare import Prepared
-from digitrec.imaging.segment import MAX_DIGITS
+from digitrec.imaging.decode import MAX_DIGITS
 
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 DEFAULT_MEMORY_MB = 224  # per worker, above its baseline: 2 workers keep the server within +500 MB
