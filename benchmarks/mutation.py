@@ -19,7 +19,8 @@ from pathlib import Path
 from tests.common import machine
 
 MODULES = ["training.recipes", "training.checkpoint", "modelfile", "imaging.decode", "imaging.ink", "imaging.segment",
-           "imaging.prepare", "training.train", "serve.app"]
+           "imaging.prepare", "imaging.layout", "training.train", "serve.http", "serve.records", "serve.middleware",
+           "serve.config", "serve.routers.predict", "serve.routers.read", "serve.routers.status"]
 
 
 def module_results(module: str) -> Counter:
