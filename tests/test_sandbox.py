@@ -73,8 +73,6 @@ def test_past_the_deadline_the_worker_is_killed_and_replaced():
         pool.close()
 
 
-@pytest.mark.xfail(reason="regression since the sheet reader (2e3dc85): a worker prepares the 16-Mpx palette image "
-                          "within 32 MB; passes on 64a8612, not yet understood (issue note)", strict=False)
 def test_over_its_memory_budget_an_image_is_refused_and_the_pool_goes_on():
     pool = DecodePool(workers=1, memory_mb=32)
     try:
