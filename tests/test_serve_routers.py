@@ -149,6 +149,18 @@ def test_batch_limits(client):
 # --- read.py ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.mnist
+def test_read_a_sheet_of_two_lines_with_separators(client, mnist_test):
+    """Through the sandbox: the sheet's plan (lines, numbers, separators) travels from the worker."""
+    from digitrec.data.sheets import by_class, draw_sheet
+
+    bank = by_class(mnist_test.images.numpy(), mnist_test.labels.numpy())
+    sheets = [draw_sheet([["17"], ["4", "12.5"]], bank, np.random.default_rng(seed)) for seed in range(6)]
+    bodies = [client.post("/v1/read", content=sheet, headers=PNG).json() for sheet in sheets]
+    assert all(len(b["lines"]) == 2 and [len(line["numbers"]) for line in b["lines"]] == [1, 2] for b in bodies)
+    assert sum(b["text"] == "17\n4  12.5" for b in bodies) >= 4, [b["text"] for b in bodies]
+    assert all(b["digits"] == [d for line in b["lines"] for n in line["numbers"] for d in n["digits"]] for b in bodies)
+
+
 def test_read_a_line_of_digits(client, mnist_test):
     from synth import line
 
@@ -157,8 +169,9 @@ def test_read_a_line_of_digits(client, mnist_test):
     response = client.post("/v1/read", content=image, headers=PNG)
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"text", "digits", "verdict"} and body["verdict"] == "digit"
+    assert set(body) == {"text", "digits", "lines", "verdict"} and body["verdict"] == "digit"
     assert body["text"] == "".join(str(int(d)) for d in test.labels[:5])
+    assert [n["text"] for line in body["lines"] for n in line["numbers"]] == [body["text"]]
     assert [d["digit"] for d in body["digits"]] == [int(d) for d in test.labels[:5]]
     boxes = [d["box"] for d in body["digits"]]
     assert all(len(b) == 4 and b[0] < b[2] and b[1] < b[3] for b in boxes)

@@ -32,6 +32,7 @@ import numpy as np
 from digitrec.errors import DigitrecError
 from digitrec.imaging.prepare import Prepared
 from digitrec.imaging.decode import MAX_DIGITS
+from digitrec.imaging.layout import SEPARATORS
 
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 DEFAULT_MEMORY_MB = 224  # per worker, above its baseline: 2 workers keep the server within +500 MB
@@ -88,7 +89,8 @@ def _worker(conn, memory_bytes: int) -> None:
         try:
             prepared = prepare(data, line=line)
             digits = prepared.digits.astype(np.float32).tobytes()
-            header = {"count": len(prepared.digits), "boxes": prepared.boxes, "readings": prepared.readings}
+            header = {"count": len(prepared.digits), "boxes": prepared.boxes, "readings": prepared.readings,
+                      "plan": prepared.plan}
             del prepared
         except DigitrecError as e:
             header = {"error": str(e), "code": e.code}
@@ -162,11 +164,40 @@ def _answer(header: dict, digits: bytes, line: bool) -> Prepared:
         if used & seen or any(len(set(way)) != len(way) for way in piece):
             raise malformed
         seen |= used
+    plan = _plan(header.get("plan", []), len(readings), line)
+    if plan is None:
+        raise malformed
     array = np.frombuffer(digits, np.float32).reshape(count, 28, 28).copy()
     if not (np.isfinite(array).all() and (array >= 0).all() and (array <= 1).all()) or (not line and count > 1):
         raise malformed
     return Prepared(array, tuple(tuple(box) for box in boxes),
-                    tuple(tuple(tuple(way) for way in piece) for piece in readings))
+                    tuple(tuple(tuple(way) for way in piece) for piece in readings), plan=plan)
+
+
+def _plan(plan, pieces: int, line: bool) -> tuple | None:
+    """A worker's sheet plan (imaging.prepare.Prepared.plan: lines -> numbers -> parts) checked: each part a
+    piece's index, each piece in one place at most, or a separator [char, box, the index of the piece that
+    reads it as a digit, or -1]; None when malformed."""
+    if not isinstance(plan, list) or (plan and not line) or len(plan) > MAX_DIGITS:
+        return None
+    seen: set[int] = set()
+
+    def piece(i) -> bool:
+        ok = type(i) is int and 0 <= i < pieces and i not in seen
+        seen.add(i)
+        return ok
+
+    def part(p) -> bool:
+        if type(p) is int:
+            return piece(p)
+        return isinstance(p, list) and len(p) == 3 and p[0] in SEPARATORS and isinstance(p[1], list) and \
+            len(p[1]) == 4 and all(type(v) is int for v in p[1]) and (p[2] == -1 or piece(p[2]))
+
+    if not all(isinstance(numbers, list) and all(isinstance(parts, list) and all(part(p) for p in parts)
+                                                 for parts in numbers) for numbers in plan):
+        return None
+    return tuple(tuple(tuple(p if type(p) is int else (p[0], tuple(p[1]), p[2]) for p in parts)
+                       for parts in numbers) for numbers in plan)
 
 
 class _Worker:

@@ -1,11 +1,12 @@
-"""POST /v1/read: a line of digits -> the string, each digit's confidence, verdict and box.  The image is
-prepared (and cut into digits) in the sandbox; the record of `inference.predict.read_images` becomes the
-answer in `read_response`."""
+"""POST /v1/read: a sheet of numbers -> its text (lines joined by newlines, numbers by two spaces, separators
+kept), its lines -> numbers -> digits with confidences, verdicts and boxes, and the flat list of every digit.
+The image is prepared (laid out and cut into digits) in the sandbox; the record of
+`inference.predict.read_images` becomes the answer in `read_response`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from digitrec.errors import DigitrecError
 from digitrec.inference.predict import read_images
@@ -23,9 +24,25 @@ class ReadDigit(BaseModel):
     verdict: str | None = None
 
 
-class ReadResult(BaseModel):
-    text: str
+class ReadNumber(BaseModel):
+    text: str = Field(description="digits, separators (- / . : ,) and ? for a mark that is not a digit")
+    box: list[int]
+    confidence: float = Field(description="the chance that every digit is read right (product of the digits')")
+    verdict: str = Field(description="read, uncertain or not_a_number")
     digits: list[ReadDigit]
+
+
+class ReadLine(BaseModel):
+    text: str = Field(description="the line's numbers joined by two spaces")
+    box: list[int]
+    confidence: float
+    numbers: list[ReadNumber]
+
+
+class ReadResult(BaseModel):
+    text: str = Field(description="the lines joined by newlines")
+    digits: list[ReadDigit] = Field(description="every digit of the image in reading order")
+    lines: list[ReadLine]
     verdict: str
 
 
@@ -35,12 +52,12 @@ def read_response(record) -> dict:
     error = record_error(record)
     if error:
         raise error
-    return {"text": record["text"], "digits": record["digits"], "verdict": verdict(record)}
+    return {"text": record["text"], "digits": record["digits"], "lines": record["lines"], "verdict": verdict(record)}
 
 
 @router.post("/v1/read", response_model=ReadResult, responses=ERRORS, openapi_extra=image_body(False))
 async def read(request: Request, state: ServerState = Depends(server_state)):
-    """A line of digits -> the string, per-digit confidences and boxes."""
+    """A sheet of numbers -> its text, lines, numbers and digits with confidences and boxes."""
     items = (await images_from(request, state.settings.max_bytes, many=False))[:1]
     try:
         record, = await state.runner.run(request, items, line=True,
