@@ -169,6 +169,22 @@ def test_several_digits_side_by_side_read_as_a_string_and_undo(page):
                               ".getImageData(0, 0, 448, 280).data].every((v) => v === 255)"), "the canvas is blank again"
 
 
+def test_two_lines_read_as_two_lines_with_each_digits_confidence(page):
+    page.draw(glyph("1", 150, 15, 105))
+    page.draw(glyph("7", 270, 15, 105))
+    page.draw(glyph("0", 210, 160, 105))
+    assert page.shown == "17\n0", page.shown
+    assert page.page.evaluate("document.body.dataset.text") == "17\n0"
+    assert "on 2 lines" in page.status
+    confidences = [float(t) for t in page.page.locator(".digit-confidence").all_inner_texts()]
+    assert len(confidences) == 3 and all(c > 0.5 for c in confidences)  # each digit's, not ten zeros
+    page.click("#undo")  # the 0 goes: one line of two digits
+    assert page.shown == "17" and "lines" not in page.status
+    page.click("#clear")
+    page.draw(glyph("1", W / 2, 50, 180))  # a single digit again: its ten probabilities
+    assert page.shown in ("1", "1?") and float(page.page.locator("#p1").inner_text()) > 0.5
+
+
 def _dark_run(page, row: int) -> int:
     """Dark pixels across one canvas row."""
     return page.page.evaluate(f"""(() => {{
