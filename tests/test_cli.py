@@ -126,3 +126,20 @@ def test_a_reader_that_goes_away_ends_predict_quietly(tmp_path):
     proc.stdout.close()  # the reader is gone before anything is written
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in stderr, stderr
+
+
+def test_a_library_error_names_the_flag_to_change(tmp_path, capsys):
+    """In process: the library says what is wrong (no flags in its message); the CLI adds the flag."""
+    from digitrec.cli import main
+    from digitrec.errors import DigitrecError
+    from digitrec.training.recipes import RECIPES
+    from digitrec.training.train import train
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(DigitrecError) as e:
+        train(RECIPES["fast"], out=tmp_path, data_dir=tmp_path)
+    assert "--" not in str(e.value) and e.value.param == "out"
+    assert main(["train", "--recipe", "fast", "--out", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("digitrec: error: ") and err.endswith("(change: --out, or --resume OUT to continue the run there)")
+    assert "\n" not in err

@@ -429,6 +429,18 @@ def run() -> None:
     sys.exit(code)
 
 
+# An error's `param` (the argument or recipe field the library names) -> the flag that changes it.
+FLAGS = {"out": "--out, or --resume OUT to continue the run there", "batch_size": "--batch-size",
+         "train_fraction": "--set train_fraction=...",
+         "outliers": "--set outliers=0 --set printed=0 --set augment.euro=0"}
+
+
+def error_line(e: DigitrecError) -> str:
+    """The one line the CLI prints for an error: the library's message, and which flag to change."""
+    flag = FLAGS.get(e.param or "")
+    return f"digitrec: error: {e}" + (f" (change: {flag})" if flag else "")
+
+
 def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) -> int:
     args = args or _parser().parse_args(argv)
     try:
@@ -436,7 +448,7 @@ def main(argv: list[str] | None = None, args: argparse.Namespace | None = None) 
     except DigitrecError as e:
         if args.debug:
             raise
-        print(f"digitrec: error: {e}", file=sys.stderr)
+        print(error_line(e), file=sys.stderr)
         return exit_status(e.code)
     except KeyboardInterrupt:
         print("digitrec: interrupted", file=sys.stderr)

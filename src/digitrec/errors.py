@@ -49,13 +49,14 @@ CODES: dict[str, Code] = {
 
 
 class DigitrecError(Exception):
-    """Bad input, missing data or an unusable model file, said in one line, with a code from CODES."""
+    """Bad input, missing data or an unusable model file, said in one line, with a code from CODES.  `param`
+    names the argument or recipe field to change, when there is one: the CLI turns it into its flag."""
 
-    def __init__(self, message: str, code: str = "invalid_input") -> None:
+    def __init__(self, message: str, code: str = "invalid_input", param: str | None = None) -> None:
         if code not in CODES:
             raise ValueError(f"unknown error code {code!r}")
         super().__init__(message)
-        self.code = code
+        self.code, self.param = code, param
 
 
 def http_status(code: str) -> int:

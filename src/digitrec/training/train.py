@@ -198,7 +198,8 @@ def _start_run_dir(out: Path, resume: bool) -> dict | None:
             raise DigitrecError(f"cannot resume: {config_path} not found")
         return json.loads(config_path.read_text())
     if config_path.exists():
-        raise DigitrecError(f"{out} already holds a run: resume it, or start the new run in another folder")
+        raise DigitrecError(f"{out} already holds a run: resume it, or start the new run in another folder",
+                            param="out")
     return None
 
 
@@ -222,7 +223,7 @@ def _check_digit_batches(recipe: Recipe, dataset: str, resume: bool) -> None:
     fix = ("a resumed run keeps its recipe: start a new run with outliers, printed and augment.euro at 0" if resume
            else "set the recipe's outliers, printed and augment.euro to 0")
     raise DigitrecError(f"the recipe's synthesised non-digits, printed digits and European 1s and 7s are for "
-                        f"mnist, not {dataset}: {fix}")
+                        f"mnist, not {dataset}: {fix}", param="outliers")
 
 
 def _check_start(init: ModelFile, recipe: Recipe, dataset: str) -> None:
@@ -333,7 +334,7 @@ def setup_run(spec: RunSpec, device: str, compile: bool, log: Log) -> Run:
     world = distributed.init(dev)
     if recipe.batch_size % world.size:
         raise DigitrecError(f"the recipe's batch_size {recipe.batch_size} (global: all processes together) must "
-                            f"divide by the {world.size} processes")
+                            f"divide by the {world.size} processes", param="batch_size")
     classes = list(dataset_spec(spec.dataset).classes)
     teacher_net = spec.teacher.load(spec.dataset, dev) if spec.teacher is not None else None
     log_main = log if world.is_main else _quiet
@@ -399,7 +400,7 @@ def plan_epochs(recipe: Recipe, n_train: int, world: distributed.World) -> Epoch
     steps = -(-(images // world.size) // local_batch)
     if steps == 0:
         raise DigitrecError(f"train_fraction {recipe.train_fraction} of {n_train} images leaves no batch to "
-                            f"train on: raise it", code="invalid_input")
+                            f"train on: raise it", param="train_fraction")
     return EpochPlan(images, local_batch, steps)
 
 
