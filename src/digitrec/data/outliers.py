@@ -126,12 +126,7 @@ def draw_scribble(rng: np.random.Generator, side: int = 96) -> Image.Image:
             draw.line([(x, c - r), (x + rng.uniform(-5, 5), c + r)], fill=ink, width=width)
             draw.line([(c - r, x), (c + r, x + rng.uniform(-5, 5))], fill=ink, width=width)
     elif family == 4:  # hatching inside a box
-        n = int(rng.integers(4, 9))
-        for i in range(n):
-            t = -r + 2 * r * i / (n - 1)
-            draw.line([(c - r, c + t), (c + t, c - r)] if rng.random() < 0.5 else [(c + t, c + r), (c + r, c + t)],
-                      fill=ink, width=max(2, width // 2))
-        draw.rectangle([c - r, c - r, c + r, c + r], outline=ink, width=max(2, width // 2))
+        _draw_hatched_box(rng, draw, c, r, ink, width)
     elif family == 5:  # a spiral of 2-4 turns
         turns = rng.uniform(2, 4)
         t = np.linspace(0, 2 * math.pi * turns, 120)
@@ -143,22 +138,46 @@ def draw_scribble(rng: np.random.Generator, side: int = 96) -> Image.Image:
         rad = r * rng.uniform(0.5, 1.0, k)
         draw.polygon(list(zip(c + rad * np.cos(angles), c + rad * np.sin(angles))), fill=ink)
     elif family == 7:  # a zigzag or a wave across the box
-        k = int(rng.integers(4, 9))
-        xs = np.linspace(c - r, c + r, 4 * k if rng.random() < 0.5 else k + 1)
-        ys = c + r * 0.5 * (np.sin(np.linspace(0, k * math.pi, len(xs))) if len(xs) > k + 1
-                            else np.array([(-1) ** i for i in range(len(xs))]))
-        draw.line(list(zip(xs, ys)), fill=ink, width=width, joint="curve")
+        _draw_zigzag_or_wave(rng, draw, c, r, ink, width)
     else:  # a triangle, a square or a polygon, outlined (sometimes with a mark inside)
-        k = int(rng.choice([3, 4]))  # more corners round off towards a 0
-        a0 = rng.uniform(0, 2 * math.pi)
-        pts = [(c + r * math.cos(a0 + 2 * math.pi * i / k), c + r * math.sin(a0 + 2 * math.pi * i / k))
-               for i in range(k + 1)]
-        draw.line(pts, fill=ink, width=width, joint="curve")
-        if rng.random() < 0.5:
-            draw.line(_points(rng, 3, side, 0.35), fill=ink, width=width)
+        _draw_polygon_outline(rng, draw, side, c, r, ink, width)
     if rng.random() < 0.3:
         paper = paper.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
     return paper
+
+
+def _draw_hatched_box(rng: np.random.Generator, draw: ImageDraw.ImageDraw, c: float, r: float, ink: int,
+                      width: int) -> None:
+    """The square of half-side r around (c, c), outlined, with 4-8 diagonal hatching lines across a corner each."""
+    n = int(rng.integers(4, 9))
+    for i in range(n):
+        t = -r + 2 * r * i / (n - 1)
+        draw.line([(c - r, c + t), (c + t, c - r)] if rng.random() < 0.5 else [(c + t, c + r), (c + r, c + t)],
+                  fill=ink, width=max(2, width // 2))
+    draw.rectangle([c - r, c - r, c + r, c + r], outline=ink, width=max(2, width // 2))
+
+
+def _draw_zigzag_or_wave(rng: np.random.Generator, draw: ImageDraw.ImageDraw, c: float, r: float, ink: int,
+                         width: int) -> None:
+    """A zigzag or a sine wave of 4-8 half-periods, from c - r to c + r across, r / 2 high around c."""
+    k = int(rng.integers(4, 9))
+    xs = np.linspace(c - r, c + r, 4 * k if rng.random() < 0.5 else k + 1)
+    ys = c + r * 0.5 * (np.sin(np.linspace(0, k * math.pi, len(xs))) if len(xs) > k + 1
+                        else np.array([(-1) ** i for i in range(len(xs))]))
+    draw.line(list(zip(xs, ys)), fill=ink, width=width, joint="curve")
+
+
+def _draw_polygon_outline(rng: np.random.Generator, draw: ImageDraw.ImageDraw, side: int, c: float, r: float,
+                          ink: int, width: int) -> None:
+    """A triangle or a square inscribed in the circle of radius r around (c, c), turned at random, outlined; half
+    the time a two-stroke mark inside."""
+    k = int(rng.choice([3, 4]))  # more corners round off towards a 0
+    a0 = rng.uniform(0, 2 * math.pi)
+    pts = [(c + r * math.cos(a0 + 2 * math.pi * i / k), c + r * math.sin(a0 + 2 * math.pi * i / k))
+           for i in range(k + 1)]
+    draw.line(pts, fill=ink, width=width, joint="curve")
+    if rng.random() < 0.5:
+        draw.line(_points(rng, 3, side, 0.35), fill=ink, width=width)
 
 
 def _mark(rng: np.random.Generator, draw: ImageDraw.ImageDraw, x: float, y: float, size: float, ink: int,
@@ -184,68 +203,99 @@ def draw_icon(rng: np.random.Generator, side: int = 96, family: int | None = Non
     c, r = side / 2, side * rng.uniform(0.3, 0.42)
     family = rng.integers(0, 5) if family is None else family
     if family == 0:  # an outline (round or boxy) with 2-4 separate marks inside it: faces, signs, icons
-        squash = rng.uniform(0.75, 1.0)
-        box = [c - r, c - r * squash, c + r, c + r * squash]
-        if rng.random() < 0.6:
-            draw.ellipse(box, outline=ink, width=width)
-        else:
-            draw.rounded_rectangle(box, radius=r * rng.uniform(0, 0.4), outline=ink, width=width)
-        # Marks big and bold enough to survive shrinking to 20 pixels: a ring alone would be a 0.
-        for _ in range(int(rng.integers(2, 5))):
-            a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.5) * r
-            _mark(rng, draw, c + d * math.cos(a), c + d * math.sin(a) * squash, r * rng.uniform(0.2, 0.3), ink,
-                  width)
+        _draw_outline_with_marks(rng, draw, c, r, ink, width)
     elif family == 1:  # a closed loop with one or two dents (a 0 bulges everywhere): hearts, beans, leaves
-        t = np.linspace(0, 2 * math.pi, 160)
-        rad = np.ones_like(t)
-        for _ in range(int(rng.integers(1, 3))):
-            at, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.7)  # deep: a 0 may be a little dented
-            gap = np.abs(np.angle(np.exp(1j * (t - at))))
-            rad -= depth * np.clip(1 - gap / rng.uniform(0.4, 0.9), 0, 1)
-        if rng.random() < 0.5:  # and a point opposite the first dent, as a heart has
-            rad += 0.25 * np.clip(1 - np.abs(np.angle(np.exp(1j * (t - t[rad.argmin()] - math.pi)))) / 0.5, 0, 1)
-        aspect = rng.uniform(0.8, 1.2)
-        draw.line(list(zip(c + r * rad * np.cos(t) * aspect, c + r * rad * np.sin(t))), fill=ink, width=width,
-                  joint="curve")
+        _draw_dented_loop(rng, draw, c, r, ink, width)
     elif family == 2:  # a shaft with a symmetric pointed head (at one end or both), sometimes feathers
-        a = rng.uniform(0, 2 * math.pi)
-        tail, tip = (c - r * math.cos(a), c - r * math.sin(a)), (c + r * math.cos(a), c + r * math.sin(a))
-        draw.line([tail, tip], fill=ink, width=width)
-        spread, length = rng.uniform(2.4, 2.8), r * rng.uniform(0.3, 0.55)
-        ends = [(tip, a), (tail, a + math.pi)] if rng.random() < 0.3 else [(tip, a)]
-        for (x, y), b in ends:
-            head = [(x + length * math.cos(b + spread), y + length * math.sin(b + spread)), (x, y),
-                    (x + length * math.cos(b - spread), y + length * math.sin(b - spread))]
-            draw.line(head, fill=ink, width=width) if rng.random() < 0.7 else draw.polygon(head, fill=ink)
-        if len(ends) == 1 and rng.random() < 0.4:  # feathers at the tail
-            for k in (0.0, 0.15):
-                x, y = tail[0] + k * 2 * r * math.cos(a), tail[1] + k * 2 * r * math.sin(a)
-                for b in (a + 2.4, a - 2.4):
-                    draw.line([(x, y), (x - length * 0.6 * math.cos(b), y - length * 0.6 * math.sin(b))],
-                              fill=ink, width=max(2, width - 1))
+        _draw_arrow(rng, draw, c, r, ink, width)
     elif family == 3:  # a roof, a triangle or a canopy on a post from its middle: trees, umbrellas, signs
-        top, base = c - r, c + r * rng.uniform(-0.1, 0.25)
-        half = r * rng.uniform(0.55, 0.9)
-        if rng.random() < 0.5:
-            draw.polygon([(c - half, base), (c, top), (c + half, base)], outline=ink, width=width)
-        else:
-            draw.chord([c - half, top, c + half, top + 2 * (base - top)], 180, 360, outline=ink, width=width)
-        draw.line([(c, base), (c, c + r)], fill=ink, width=width)
-        if rng.random() < 0.4:  # a foot or a handle
-            draw.line([(c - half * 0.4, c + r), (c + half * 0.4, c + r)], fill=ink, width=width)
+        _draw_canopy_on_post(rng, draw, c, r, ink, width)
     else:  # 2-4 small shapes apart: circles, boxes, triangles, ticks
-        for _ in range(int(rng.integers(2, 5))):
-            x, y, s = *_points(rng, 1, side, 0.25)[0], side * rng.uniform(0.08, 0.16)
-            shape = rng.integers(0, 3)
-            if shape == 0:
-                draw.ellipse([x - s, y - s, x + s, y + s], outline=ink, width=max(2, width - 1))
-            elif shape == 1:
-                draw.rectangle([x - s, y - s, x + s, y + s], outline=ink, width=max(2, width - 1))
-            else:
-                draw.polygon([(x - s, y + s), (x, y - s), (x + s, y + s)], outline=ink, width=max(2, width - 1))
+        _draw_small_shapes(rng, draw, side, ink, width)
     if rng.random() < 0.3:
         paper = paper.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
     return paper.rotate(rng.uniform(-20, 20), resample=Image.Resampling.BILINEAR, fillcolor=255)
+
+
+def _draw_outline_with_marks(rng: np.random.Generator, draw: ImageDraw.ImageDraw, c: float, r: float, ink: int,
+                             width: int) -> None:
+    """An ellipse or a rounded box of radius about r around (c, c), with 2-4 separate marks inside it."""
+    squash = rng.uniform(0.75, 1.0)
+    box = [c - r, c - r * squash, c + r, c + r * squash]
+    if rng.random() < 0.6:
+        draw.ellipse(box, outline=ink, width=width)
+    else:
+        draw.rounded_rectangle(box, radius=r * rng.uniform(0, 0.4), outline=ink, width=width)
+    # Marks big and bold enough to survive shrinking to 20 pixels: a ring alone would be a 0.
+    for _ in range(int(rng.integers(2, 5))):
+        a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0.15, 0.5) * r
+        _mark(rng, draw, c + d * math.cos(a), c + d * math.sin(a) * squash, r * rng.uniform(0.2, 0.3), ink,
+              width)
+
+
+def _draw_dented_loop(rng: np.random.Generator, draw: ImageDraw.ImageDraw, c: float, r: float, ink: int,
+                      width: int) -> None:
+    """A closed loop of radius about r around (c, c), dented once or twice, sometimes pointed opposite a dent."""
+    t = np.linspace(0, 2 * math.pi, 160)
+    rad = np.ones_like(t)
+    for _ in range(int(rng.integers(1, 3))):
+        at, depth = rng.uniform(0, 2 * math.pi), rng.uniform(0.45, 0.7)  # deep: a 0 may be a little dented
+        gap = np.abs(np.angle(np.exp(1j * (t - at))))
+        rad -= depth * np.clip(1 - gap / rng.uniform(0.4, 0.9), 0, 1)
+    if rng.random() < 0.5:  # and a point opposite the first dent, as a heart has
+        rad += 0.25 * np.clip(1 - np.abs(np.angle(np.exp(1j * (t - t[rad.argmin()] - math.pi)))) / 0.5, 0, 1)
+    aspect = rng.uniform(0.8, 1.2)
+    draw.line(list(zip(c + r * rad * np.cos(t) * aspect, c + r * rad * np.sin(t))), fill=ink, width=width,
+              joint="curve")
+
+
+def _draw_arrow(rng: np.random.Generator, draw: ImageDraw.ImageDraw, c: float, r: float, ink: int,
+                width: int) -> None:
+    """A shaft of length 2r through (c, c) at a random angle, a pointed head at its tip (sometimes at both
+    ends), and with one head sometimes feathers at the tail."""
+    a = rng.uniform(0, 2 * math.pi)
+    tail, tip = (c - r * math.cos(a), c - r * math.sin(a)), (c + r * math.cos(a), c + r * math.sin(a))
+    draw.line([tail, tip], fill=ink, width=width)
+    spread, length = rng.uniform(2.4, 2.8), r * rng.uniform(0.3, 0.55)
+    ends = [(tip, a), (tail, a + math.pi)] if rng.random() < 0.3 else [(tip, a)]
+    for (x, y), b in ends:
+        head = [(x + length * math.cos(b + spread), y + length * math.sin(b + spread)), (x, y),
+                (x + length * math.cos(b - spread), y + length * math.sin(b - spread))]
+        draw.line(head, fill=ink, width=width) if rng.random() < 0.7 else draw.polygon(head, fill=ink)
+    if len(ends) == 1 and rng.random() < 0.4:  # feathers at the tail
+        for k in (0.0, 0.15):
+            x, y = tail[0] + k * 2 * r * math.cos(a), tail[1] + k * 2 * r * math.sin(a)
+            for b in (a + 2.4, a - 2.4):
+                draw.line([(x, y), (x - length * 0.6 * math.cos(b), y - length * 0.6 * math.sin(b))],
+                          fill=ink, width=max(2, width - 1))
+
+
+def _draw_canopy_on_post(rng: np.random.Generator, draw: ImageDraw.ImageDraw, c: float, r: float, ink: int,
+                         width: int) -> None:
+    """A triangle or a half-disc's outline above (c, c), on a centred post down to c + r, sometimes with a foot."""
+    top, base = c - r, c + r * rng.uniform(-0.1, 0.25)
+    half = r * rng.uniform(0.55, 0.9)
+    if rng.random() < 0.5:
+        draw.polygon([(c - half, base), (c, top), (c + half, base)], outline=ink, width=width)
+    else:
+        draw.chord([c - half, top, c + half, top + 2 * (base - top)], 180, 360, outline=ink, width=width)
+    draw.line([(c, base), (c, c + r)], fill=ink, width=width)
+    if rng.random() < 0.4:  # a foot or a handle
+        draw.line([(c - half * 0.4, c + r), (c + half * 0.4, c + r)], fill=ink, width=width)
+
+
+def _draw_small_shapes(rng: np.random.Generator, draw: ImageDraw.ImageDraw, side: int, ink: int,
+                       width: int) -> None:
+    """2-4 outlined circles, boxes or triangles at random places on a side x side paper."""
+    for _ in range(int(rng.integers(2, 5))):
+        x, y, s = *_points(rng, 1, side, 0.25)[0], side * rng.uniform(0.08, 0.16)
+        shape = rng.integers(0, 3)
+        if shape == 0:
+            draw.ellipse([x - s, y - s, x + s, y + s], outline=ink, width=max(2, width - 1))
+        elif shape == 1:
+            draw.rectangle([x - s, y - s, x + s, y + s], outline=ink, width=max(2, width - 1))
+        else:
+            draw.polygon([(x - s, y + s), (x, y - s), (x + s, y + s)], outline=ink, width=max(2, width - 1))
 
 
 def draw_clothing(rng: np.random.Generator, image: np.ndarray) -> Image.Image:

@@ -89,6 +89,23 @@ def find_ink(grey: np.ndarray, speck: float = SPECK) -> Ink:
     page: 2.4 -> 0.7 ms).  speck: the image is only specks (nothing) when its biggest mark is under this share of
     its longest side (and short); a sheet of numbers passes a smaller share, its digits being small on it."""
     h, w = grey.shape
+    flat = flatten_background(grey)
+    # Pixel noise must not make ink.
+    smooth = cv2.GaussianBlur(flat, (0, 0), max(0.5, min(h, w) / 400), borderType=cv2.BORDER_REFLECT)
+    nothing = Ink(np.zeros_like(flat), np.zeros(flat.shape, bool))
+    threshold = ink_threshold(smooth)
+    if threshold is None:
+        return nothing
+    marks = kept_marks(smooth > threshold, speck)
+    if marks is None:
+        return nothing
+    mask, kept = marks
+    return Ink(ink_values(flat, mask, kept, threshold), mask)
+
+
+def flatten_background(grey: np.ndarray) -> np.ndarray:
+    """Grey image -> its ink bright (polarity turned where ink is dark) on a background flattened to 0."""
+    h, w = grey.shape
     ink = 1.0 - grey if ink_is_dark(grey) else grey.copy()
     # Uneven lighting: take away a smooth background.  A grey opening wider than any stroke removes the
     # (bright) ink and keeps the paper; it runs on a small copy, then is smoothed and scaled back up.
@@ -98,10 +115,12 @@ def find_ink(grey: np.ndarray, speck: float = SPECK) -> Ink:
     background = cv2.blur(grey_opening(small, window), (window, window), borderType=cv2.BORDER_REFLECT)
     if background.shape != (h, w):
         background = cv2.resize(background, (w, h), interpolation=cv2.INTER_LINEAR)
-    flat = np.clip(ink - background, 0, 1)
-    # Pixel noise must not make ink.
-    smooth = cv2.GaussianBlur(flat, (0, 0), max(0.5, min(h, w) / 400), borderType=cv2.BORDER_REFLECT)
-    nothing = Ink(np.zeros_like(flat), np.zeros(flat.shape, bool))
+    return np.clip(ink - background, 0, 1)
+
+
+def ink_threshold(smooth: np.ndarray) -> float | None:
+    """Otsu's threshold between ink and paper in the smoothed, flattened ink (at least MIN_CONTRAST / 2), or
+    None when its strongest ink stands less than MIN_CONTRAST above its median: no ink."""
     # One histogram (256 bins: floor(256 v), 1.0 in the last) gives the median (to the bin) and Otsu's threshold.
     # Most pixels are flattened paper in bin 0; counting them apart is 3x faster than one bincount, whose
     # increments of one same counter wait on each other.
@@ -110,33 +129,56 @@ def find_ink(grey: np.ndarray, speck: float = SPECK) -> Ink:
     hist[0] = levels.size - hist[1:].sum()
     median = (np.searchsorted(np.cumsum(hist), smooth.size / 2) + 0.5) / len(hist)
     if smooth.max() - median < MIN_CONTRAST:
-        return nothing
-    threshold = max(otsu(hist), MIN_CONTRAST / 2)
-    mask = smooth > threshold
+        return None
+    return max(otsu(hist), MIN_CONTRAST / 2)
+
+
+def label_marks(mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """cv2.connectedComponentsWithStats of the mask, 8-connected: (count with the background, labels, stats)."""
+    h, w = mask.shape
     # 16-bit labels when they fit (3x faster than 32-bit here): 8-connected components need gaps between them,
     # so an image has at most about a quarter of its pixels as components.
     label_type = cv2.CV_16U if h * w < 4 * (1 << 16) - 4 * (h + w) else cv2.CV_32S
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), None, None, None, 8, label_type)
+    return n, labels, stats
+
+
+def only_specks(biggest: np.ndarray, speck: float, h: int, w: int) -> bool:
+    """Whether the image's biggest mark (its stats row) is a speck, and the image so only specks: noise, not a
+    digit."""
+    # Small against the image's longest side, unless it stands a third of the image's height and at least 12 px
+    # tall: in a long strip (a line of 20-odd digits or more) the digits are small against its length, and only
+    # there (wider than 8 times its height) does that clause change anything.
+    return max(biggest[cv2.CC_STAT_WIDTH], biggest[cv2.CC_STAT_HEIGHT]) < speck * max(h, w) and \
+        biggest[cv2.CC_STAT_HEIGHT] < max(h / 3, 12)
+
+
+def kept_marks(mask: np.ndarray, speck: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """The thresholded ink's marks -> (the mask of those kept, their stats rows), or None when there is no digit
+    in it: no marks, only specks, or ink everywhere."""
+    h, w = mask.shape
+    n, labels, stats = label_marks(mask)
     if n <= 1:
-        return nothing
+        return None
     sizes = stats[1:, cv2.CC_STAT_AREA]
-    biggest = stats[1 + int(np.argmax(sizes))]
-    # Only specks: noise, not a digit.  Small against the image's longest side, unless it stands a third of the
-    # image's height and at least 12 px tall: in a long strip (a line of 20-odd digits or more) the digits are small
-    # against its length, and only there (wider than 8 times its height) does that clause change anything.
-    if max(biggest[cv2.CC_STAT_WIDTH], biggest[cv2.CC_STAT_HEIGHT]) < speck * max(h, w) and \
-            biggest[cv2.CC_STAT_HEIGHT] < max(h / 3, 12):
-        return nothing
+    if only_specks(stats[1 + int(np.argmax(sizes))], speck, h, w):
+        return None
     keep = sizes >= max(0.02 * sizes.max(), 1e-4 * h * w, 2)  # specks much smaller than the strokes go
     if not keep.any():  # (a lone pixel in a small image)
-        return nothing
+        return None
     if not keep.all():  # (a lookup over every pixel: only when there is something to drop)
         mask = np.concatenate([[False], keep])[labels]
     if sizes[keep].sum() > 0.6 * h * w:  # "ink" everywhere is no digit (a texture, a dark photo)
-        return nothing
+        return None
+    return mask, stats[1:][keep]
+
+
+def ink_values(flat: np.ndarray, mask: np.ndarray, kept: np.ndarray, threshold: float) -> np.ndarray:
+    """float32 ink intensities in [0, 1] of the flattened image, at and next to the kept ink (kept: its marks'
+    stats rows), 0 elsewhere."""
+    h, w = flat.shape
     # Grey levels are kept (anti-aliased edges), scaled so the stroke core is 1; only near kept ink, so only
     # within the kept ink's box and one pixel around it (on a page, a tenth of the image).
-    kept = stats[1:][keep]
     x0, y0 = max(int(kept[:, 0].min()) - 1, 0), max(int(kept[:, 1].min()) - 1, 0)
     x1 = min(int((kept[:, 0] + kept[:, 2]).max()) + 1, w)
     y1 = min(int((kept[:, 1] + kept[:, 3]).max()) + 1, h)
@@ -147,7 +189,7 @@ def find_ink(grey: np.ndarray, speck: float = SPECK) -> Ink:
     values = np.zeros((h, w), np.float32)
     scaled = np.clip((box_flat - threshold / 2) / max(strong - threshold / 2, 1e-6), 0, 1)
     values[y0:y1, x0:x1] = np.where(near, scaled, 0)
-    return Ink(values, mask)
+    return values
 
 
 def stroke_width(mask: np.ndarray) -> float:

@@ -47,28 +47,7 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.rand(2, 1, 28, 28)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    if fmt == "onnx":
-        try:
-            import onnx
-            import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-        except ModuleNotFoundError as e:
-            raise missing_dependency(e.name or "onnx", "export") from None
-
-        program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
-                                    dynamic_shapes={"x": {0: batch}}, verbose=False)
-        proto = program.model_proto
-        # The exporter annotates every node with the Python stack that made it (this checkout's paths and line
-        # numbers): dropped, so that a file depends only on the model, and a shipped one shows no local paths.
-        for node in [*proto.graph.node, *(n for f in proto.functions for n in f.node)]:
-            del node.metadata_props[:]
-        onnx.helper.set_model_props(proto, {META_KEY: meta.to_json()})
-        onnx.save_model(proto, str(out), save_as_external_data=False)
-        run = OnnxBackend(out).logits
-    else:
-        program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
-        torch.export.save(program, str(out), extra_files={f"{META_KEY}.json": meta.to_json()})
-        loaded = torch.export.load(str(out)).module()
-        run = lambda x: loaded(torch.from_numpy(x)).detach().numpy()
+    run = (_write_onnx if fmt == "onnx" else _write_pt2)(model, example, batch, meta, out)
     result = {"path": str(out), "format": fmt}
     if data_dir is not None:
         result.update(verify(model, run, meta.dataset, data_dir))
@@ -78,6 +57,40 @@ def export(model_path: str | os.PathLike, fmt: str = "onnx", out: str | os.PathL
             raise DigitrecError(f"exported model disagrees with PyTorch (max |logit difference| "
                                 f"{result['max_abs_logit_diff']:.2e}); {out} is not to be trusted", code="internal")
     return result
+
+
+def _write_onnx(model, example, batch, meta, out: Path):
+    """The model as one .onnx file (torch.onnx's dynamo exporter, batch axis `batch`) at `out`, its metadata in the file
+    -> a function that runs the file with onnxruntime, numpy in and out."""
+    import torch
+
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ModuleNotFoundError as e:
+        raise missing_dependency(e.name or "onnx", "export") from None
+
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=["image"], output_names=["logits"],
+                                dynamic_shapes={"x": {0: batch}}, verbose=False)
+    proto = program.model_proto
+    # The exporter annotates every node with the Python stack that made it (this checkout's paths and line
+    # numbers): dropped, so that a file depends only on the model, and a shipped one shows no local paths.
+    for node in [*proto.graph.node, *(n for f in proto.functions for n in f.node)]:
+        del node.metadata_props[:]
+    onnx.helper.set_model_props(proto, {META_KEY: meta.to_json()})
+    onnx.save_model(proto, str(out), save_as_external_data=False)
+    return OnnxBackend(out).logits
+
+
+def _write_pt2(model, example, batch, meta, out: Path):
+    """The model as a torch.export program (batch axis `batch`) at `out`, its metadata as an extra file in the
+    archive -> a function that runs the program loaded back from the file, numpy in and out."""
+    import torch
+
+    program = torch.export.export(model, (example,), dynamic_shapes={"x": {0: batch}})
+    torch.export.save(program, str(out), extra_files={f"{META_KEY}.json": meta.to_json()})
+    loaded = torch.export.load(str(out)).module()
+    return lambda x: loaded(torch.from_numpy(x)).detach().numpy()
 
 
 def verify(model, run, dataset: str, data_dir: str | os.PathLike, batch_size: int = 1000) -> dict:
@@ -141,21 +154,10 @@ def quantize_int8(float_onnx: str | os.PathLike, out: str | os.PathLike, data_di
     whole test set: the int8 one must be within QUANTIZE_MAX_DROP accuracy points of the float one, or the file
     is refused.
     Returns {"path", "format": "onnx-int8", "float_accuracy", "int8_accuracy", "test_images"}."""
-    try:
-        import onnx
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-    except ModuleNotFoundError as e:
-        raise missing_dependency(e.name or "onnxruntime", "export") from None
-    import tempfile
+    _require_quantization()
+    import onnx
 
-    from digitrec.data.datasets import load_split, say
+    from digitrec.data.datasets import say
     from digitrec.files import sha256_file
     from digitrec.meta import ModelMeta
 
@@ -164,6 +166,43 @@ def quantize_int8(float_onnx: str | os.PathLike, out: str | os.PathLike, data_di
     props = {p.key: p.value for p in source_graph.metadata_props}
     meta = ModelMeta.from_json(props[META_KEY], float_onnx) if META_KEY in props else ModelMeta()
     images = calibration_images_of(meta, data_dir, calibration_images, seed)
+    # Which float model this int8 file stands for (the marker `serve` reads as "int8"); its test accuracy is its
+    # own, measured below, or not known.
+    made_from = Path(source if source is not None else float_onnx)
+    meta = replace(meta, quantized_from={"file": made_from.name, "sha256": sha256_file(made_from)},
+                   test_accuracy=None)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _quantize_static(float_onnx, out, _calibration_reader(images, source_graph.graph.input[0].name))
+    result = {"path": str(out), "format": "onnx-int8", "calibration_images": len(images)}
+    if verify_on_test:
+        result.update(_verify_int8(float_onnx, out, meta.dataset, data_dir, log))
+        meta = replace(meta, test_accuracy=result["int8_accuracy"])
+    quantized = onnx.load(str(out))
+    onnx.helper.set_model_props(quantized, {**props, META_KEY: meta.to_json()})  # the metadata travels
+    onnx.save_model(quantized, str(out))
+    return result
+
+
+def _require_quantization() -> None:
+    """onnx and onnxruntime's quantization tools can be imported, else missing_dependency (the `export` extra)."""
+    try:
+        import onnx  # noqa: F401
+        from onnxruntime.quantization import (  # noqa: F401
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process  # noqa: F401
+    except ModuleNotFoundError as e:
+        raise missing_dependency(e.name or "onnxruntime", "export") from None
+
+
+def _calibration_reader(images: np.ndarray, name: str):
+    """An onnxruntime CalibrationDataReader that feeds `images` as the graph input `name`, 100 at a time."""
+    from onnxruntime.quantization import CalibrationDataReader
 
     class Reader(CalibrationDataReader):
         def __init__(self, name: str) -> None:
@@ -172,38 +211,44 @@ def quantize_int8(float_onnx: str | os.PathLike, out: str | os.PathLike, data_di
         def get_next(self):
             return next(self.batches, None)
 
-    # Which float model this int8 file stands for (the marker `serve` reads as "int8"); its test accuracy is its
-    # own, measured below, or not known.
-    made_from = Path(source if source is not None else float_onnx)
-    meta = replace(meta, quantized_from={"file": made_from.name, "sha256": sha256_file(made_from)},
-                   test_accuracy=None)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    return Reader(name)
+
+
+def _quantize_static(float_onnx: str | os.PathLike, out: Path, reader) -> None:
+    """onnxruntime's static quantization of the float graph into `out`, activation ranges from `reader`: QDQ,
+    per-channel int8 weights, uint8 activations, the convolutions on the image left in float."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"  # shapes inferred and constants folded: what the quantizer needs
         quant_pre_process(str(float_onnx), str(prepared), skip_symbolic_shape=False)
-        quantize_static(str(prepared), str(out), Reader(source_graph.graph.input[0].name),
+        quantize_static(str(prepared), str(out), reader,
                         quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.MinMax,
                         nodes_to_exclude=image_convolutions(onnx.load(str(prepared)).graph))
-    result = {"path": str(out), "format": "onnx-int8", "calibration_images": len(images)}
-    if verify_on_test:
-        test = load_split(meta.dataset, data_dir, train=False)
-        x = test.images.numpy().astype(np.float32)[:, None] / 255.0
-        labels = test.labels.numpy()
-        accuracy = {}
-        for name, path in (("float", float_onnx), ("int8", out)):
-            run = OnnxBackend(path).logits
-            predictions = np.concatenate([run(x[s:s + 1000]).argmax(1) for s in range(0, len(x), 1000)])
-            accuracy[name] = 100.0 * float((predictions == labels).mean())
-        result.update(float_accuracy=accuracy["float"], int8_accuracy=accuracy["int8"], test_images=len(x))
-        log(f"int8 {out}: {accuracy['int8']:.2f}% on {len(x)} test images (float {accuracy['float']:.2f}%)")
-        if accuracy["float"] - accuracy["int8"] > QUANTIZE_MAX_DROP:
-            out.unlink()
-            raise DigitrecError(f"int8 model loses {accuracy['float'] - accuracy['int8']:.2f} accuracy points "
-                                f"(more than {QUANTIZE_MAX_DROP}); not written", code="internal")
-        meta = replace(meta, test_accuracy=accuracy["int8"])
-    quantized = onnx.load(str(out))
-    onnx.helper.set_model_props(quantized, {**props, META_KEY: meta.to_json()})  # the metadata travels
-    onnx.save_model(quantized, str(out))
-    return result
+
+
+def _verify_int8(float_onnx: str | os.PathLike, out: Path, dataset: str, data_dir: str | os.PathLike,
+                 log) -> dict:
+    """Both models on the whole test set -> {"float_accuracy", "int8_accuracy", "test_images"}; the int8 file is
+    deleted, and refused, when it loses more than QUANTIZE_MAX_DROP accuracy points."""
+    from digitrec.data.datasets import load_split
+
+    test = load_split(dataset, data_dir, train=False)
+    x = test.images.numpy().astype(np.float32)[:, None] / 255.0
+    labels = test.labels.numpy()
+    accuracy = {}
+    for name, path in (("float", float_onnx), ("int8", out)):
+        run = OnnxBackend(path).logits
+        predictions = np.concatenate([run(x[s:s + 1000]).argmax(1) for s in range(0, len(x), 1000)])
+        accuracy[name] = 100.0 * float((predictions == labels).mean())
+    log(f"int8 {out}: {accuracy['int8']:.2f}% on {len(x)} test images (float {accuracy['float']:.2f}%)")
+    if accuracy["float"] - accuracy["int8"] > QUANTIZE_MAX_DROP:
+        out.unlink()
+        raise DigitrecError(f"int8 model loses {accuracy['float'] - accuracy['int8']:.2f} accuracy points "
+                            f"(more than {QUANTIZE_MAX_DROP}); not written", code="internal")
+    return {"float_accuracy": accuracy["float"], "int8_accuracy": accuracy["int8"], "test_images": len(x)}

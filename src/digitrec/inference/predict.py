@@ -353,11 +353,24 @@ def predict_paths(specs: list[str], predictor: Predictor | Callable[[], Predicto
     workers = parallel_workers(len(sources), device) if workers == 0 else workers
     load = (lambda: predictor) if isinstance(predictor, Predictor) else predictor
     if workers <= 1 or any(source.path is None for source in sources):  # (standard input is this process's)
-        model = load()
-        return [record for start in range(0, len(sources), CHUNK)
-                for record in _predicted([source.name for source in sources[start:start + CHUNK]],
-                                         _prepare_sources(sources[start:start + CHUNK]), model, topk,
-                                         save_preprocessed, False, start)]
+        return _predict_in_process(sources, load(), topk, save_preprocessed)
+    return _predict_in_workers(sources, load, topk, save_preprocessed, workers)
+
+
+def _predict_in_process(sources: list[Source], model: Predictor, topk: int,
+                        save_preprocessed: str | os.PathLike | None) -> list[Prediction]:
+    """predict_paths in this process alone: the sources read, prepared and predicted CHUNK at a time."""
+    return [record for start in range(0, len(sources), CHUNK)
+            for record in _predicted([source.name for source in sources[start:start + CHUNK]],
+                                     _prepare_sources(sources[start:start + CHUNK]), model, topk,
+                                     save_preprocessed, False, start)]
+
+
+def _predict_in_workers(sources: list[Source], load: Callable[[], Predictor], topk: int,
+                        save_preprocessed: str | os.PathLike | None, workers: int) -> list[Prediction]:
+    """predict_paths with `workers` preparing processes: they prepare AHEAD sub-chunks each ahead of the model,
+    which load() gives once they have started, and which runs here on one thread until every image is
+    prepared.  The caller's Predictor and PyTorch's thread count are left as they were."""
     import collections
     import concurrent.futures
     import multiprocessing
@@ -378,20 +391,8 @@ def predict_paths(specs: list[str], predictor: Predictor | Callable[[], Predicto
             model = load()
             runner_before, threads_before = model.runner, _torch_threads(model)
             one_thread_per_call(model)
-            records, cores_free = [], False
-            while pending:
-                start, job = pending.popleft()
-                submit(1)
-                if not cores_free and len(pending) < AHEAD * workers and all(j.done() for _, j in pending):
-                    # Every image is prepared (the workers are idle): the rest of the model's work gets the cores.
-                    cores_free = model.backend == "torch"
-                    if cores_free:
-                        import torch
-
-                        torch.set_num_threads(threads_before)
-                names = [source.name for source in sources[start:start + SUB_CHUNK]]
-                records += _predicted(names, job.result(), model, topk, save_preprocessed, False, start)
-            return records
+            return _predict_as_prepared(sources, pending, submit, AHEAD * workers, model, threads_before, topk,
+                                        save_preprocessed)
         except concurrent.futures.process.BrokenProcessPool:
             pool.shutdown(wait=False, cancel_futures=True)
             raise DigitrecError("a process preparing images died (out of memory?); try --workers 1",
@@ -406,6 +407,27 @@ def predict_paths(specs: list[str], predictor: Predictor | Callable[[], Predicto
                     import torch
 
                     torch.set_num_threads(threads_before)
+
+
+def _predict_as_prepared(sources: list[Source], pending, submit: Callable[[int], None], ahead: int,
+                         model: Predictor, threads_before: int | None, topk: int,
+                         save_preprocessed: str | os.PathLike | None) -> list[Prediction]:
+    """The records of the sub-chunks in `pending` ((start, future of _prepare_sources), in input order), each
+    predicted once prepared; submit(1) queues the next sub-chunk as each is taken, keeping `ahead` in flight."""
+    records, cores_free = [], False
+    while pending:
+        start, job = pending.popleft()
+        submit(1)
+        if not cores_free and len(pending) < ahead and all(j.done() for _, j in pending):
+            # Every image is prepared (the workers are idle): the rest of the model's work gets the cores.
+            cores_free = model.backend == "torch"
+            if cores_free:
+                import torch
+
+                torch.set_num_threads(threads_before)
+        names = [source.name for source in sources[start:start + SUB_CHUNK]]
+        records += _predicted(names, job.result(), model, topk, save_preprocessed, False, start)
+    return records
 
 
 def _torch_threads(predictor: Predictor) -> int | None:
