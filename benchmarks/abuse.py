@@ -240,7 +240,7 @@ def main():
     p.add_argument("--port", type=int, default=8766)
     p.add_argument("--concurrent", type=int, default=8, help="copies of each memory probe sent at once")
     args = p.parse_args()
-    from tests.common import machine
+    from benchmarks.common import machine
 
     url = f"http://127.0.0.1:{args.port}"
     server = start_server(args.port)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tests.common import machine
+from benchmarks.common import machine
 
 from digitrec.data.datasets import load_split
 from digitrec.inference.backends import OnnxBackend, TorchBackend, bf16_in_hardware

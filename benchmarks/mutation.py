@@ -16,7 +16,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.common import machine
+from benchmarks.common import machine
 
 MODULES = ["training.recipes", "training.checkpoint", "modelfile", "imaging.decode", "imaging.ink", "imaging.segment",
            "imaging.prepare", "imaging.layout", "training.train", "serve.http", "serve.records", "serve.middleware",

@@ -6,7 +6,7 @@
 import argparse
 import statistics
 
-from tests.common import machine, mean_std, train_run
+from benchmarks.common import machine, mean_std, train_run
 
 
 def main():

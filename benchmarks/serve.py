@@ -34,8 +34,8 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
-from tests.abuse import rss_by_process, tree_rss_mb
-from tests.common import machine
+from benchmarks.abuse import rss_by_process, tree_rss_mb
+from benchmarks.common import machine
 
 from digitrec.data.datasets import load_split
 

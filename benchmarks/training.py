@@ -15,7 +15,7 @@ import re
 import statistics
 import sys
 
-from tests.common import machine, mean_std, run, time_to_target, train_run
+from benchmarks.common import machine, mean_std, run, time_to_target, train_run
 
 
 def main():

@@ -48,3 +48,14 @@ def test_validation_lines_say_what_they_draw(mnist_dir):
     assert sum(r["text"] == text for r, (text, _) in zip(spaced, kinds["spaced"])) >= 18
     marked = as_dicts(read_images(kinds["a non-digit"], predictor))
     assert sum(r["text"].find("?") == text.find("?") for r, (text, _) in zip(marked, kinds["a non-digit"])) >= 16
+
+
+def test_every_benchmark_imports():
+    """`make bench*` runs these modules: each must at least import (a moved module breaks them silently)."""
+    import importlib
+    from pathlib import Path
+
+    names = sorted(p.stem for p in (Path(__file__).parents[1] / "benchmarks").glob("*.py") if p.stem != "__init__")
+    for name in names:
+        importlib.import_module(f"benchmarks.{name}")
+    assert "infer" in names and "serve" in names
