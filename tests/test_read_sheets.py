@@ -116,3 +116,19 @@ def test_numbers_with_separators_are_read(validation_digits, predictor):
     assert exact >= 0.8, exact
     bare = read_images(numbers[:5], predictor, digits_only=True)
     assert all(r.text.isdigit() for r in bare if "?" not in r.text)
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_a_numbers_confidence_says_how_often_it_is_right(validation_digits, predictor):
+    """Numbers drawn from the validation digits with other seeds than benchmarks/read_calibration.py fitted on."""
+    from digitrec.data.sheets import make_numbers
+    from digitrec.inference.predict import read_images
+
+    items = make_numbers(*validation_digits, 120, seed=51) + \
+        make_numbers(*validation_digits, 60, seed=52, kinds=("plain",), overlap=3)
+    records = read_images(items, predictor)
+    confidence = np.array([r.lines[0].numbers[0].confidence if r.lines else 0.0 for r in records])
+    right = np.array([r.text == text for r, (text, _) in zip(records, items)])
+    assert abs(confidence.mean() - right.mean()) < 0.08, (confidence.mean(), right.mean())
+    assert right[confidence >= 0.9].mean() >= 0.9

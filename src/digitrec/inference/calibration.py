@@ -69,3 +69,20 @@ def describe(probs: np.ndarray, calibration: Calibration, topk: int = 3) -> dict
 def softmax(z: np.ndarray) -> np.ndarray:
     z = np.exp(z - z.max(1, keepdims=True))
     return z / z.sum(1, keepdims=True)
+
+
+# A number's confidence: the chance that all of it is read right.  The product of its digits' calibrated
+# confidences misses what cutting touching digits and finding separators get wrong, so it is mapped through
+# sigmoid(a * logit(product) + b + c * [a piece of it was cut into several digits]), fitted on numbers and
+# sheets drawn from the validation digits (`python -m benchmarks.read_calibration`, the shipped model).
+NUMBER_CALIBRATION = (0.6660, -1.7541, -0.6471)
+
+
+def number_confidence(digit_confidences: list[float], cut: bool,
+                      fitted: tuple[float, float, float] = NUMBER_CALIBRATION) -> float:
+    if not digit_confidences:
+        return 0.0
+    product = float(np.clip(np.prod(digit_confidences), 1e-6, 1 - 1e-9))
+    a, b, c = fitted
+    z = a * np.log(product / (1 - product)) + b + c * cut
+    return float(1 / (1 + np.exp(-np.clip(z, -50, 50))))

@@ -22,7 +22,7 @@ import numpy as np
 from digitrec.errors import DigitrecError
 from digitrec.imaging.decode import MAX_BYTES, TOO_LARGE
 from digitrec.imaging.prepare import Prepared, prepare, to_png
-from digitrec.inference.calibration import describe, softmax
+from digitrec.inference.calibration import describe, number_confidence, softmax
 from digitrec.inference.records import NO_INK, DigitReading, LineReading, NumberReading, Prediction, Reading
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -186,9 +186,10 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
         read_numbers = []
         for parts in numbers:
             parts = _undo_slashes(parts, prepared, log_top, probs)
-            text, found, boxes = "", [], []
+            text, found, boxes, cut = "", [], [], False
             for part in parts:
                 if isinstance(part, int):
+                    cut |= len(prepared.readings[part]) > 1  # a wide piece: touching digits, maybe
                     for i in best_reading(log_top, prepared.readings[part]):
                         found.append(digit(i))
                         text += "?" if found[-1].digit is None else str(found[-1].digit)
@@ -197,7 +198,8 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
                     text += "" if digits_only else part[0]
                     boxes.append(tuple(part[1]))
             if boxes:
-                read_numbers.append(NumberReading(text, _union(boxes), tuple(found)))
+                confidence = number_confidence([d.confidence for d in found], cut)
+                read_numbers.append(NumberReading(text, _union(boxes), tuple(found), confidence, cut))
         if read_numbers:
             lines.append(LineReading(tuple(read_numbers), _union([n.box for n in read_numbers])))
     return tuple(lines)

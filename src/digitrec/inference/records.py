@@ -83,11 +83,8 @@ class NumberReading:
     text: str  # digits, separators, "?" for a mark that is not a digit
     box: tuple[int, int, int, int]
     digits: tuple[DigitReading, ...]
-
-    @property
-    def confidence(self) -> float:
-        """The chance that every digit of the number is read right: the product of the digits' confidences."""
-        return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
+    confidence: float  # the chance that the whole number is read right (calibration.number_confidence)
+    cut: bool = False  # a piece of its ink was cut into several digits (touching digits): what its confidence weighs
 
     @property
     def verdict(self) -> str:

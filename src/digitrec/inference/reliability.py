@@ -97,3 +97,30 @@ def uncertain_threshold(digit_top_probabilities: torch.Tensor) -> float:
     UNCERTAIN_RANGE."""
     low, high = UNCERTAIN_RANGE
     return min(max(_largest_threshold(digit_top_probabilities, FLAG_DIGITS), low), high)
+
+
+def fit_number_calibration(products: torch.Tensor, cut: torch.Tensor, right: torch.Tensor) -> tuple[float, ...]:
+    """(a, b, c) of calibration.number_confidence: logistic regression of whether a number was read right on
+    logit(product of its digits' confidences) and whether a piece of it was cut.  Newton's method with step
+    halving (the negative log-likelihood is convex; a small ridge keeps it finite when the classes separate)."""
+    p = products.double().clamp(1e-6, 1 - 1e-9)
+    x = torch.stack([torch.log(p / (1 - p)), cut.double(), torch.ones_like(p)], 1)
+    y = right.double()
+    ridge = 1e-2
+
+    def loss(w: torch.Tensor) -> float:
+        z = x @ w
+        return float((F.softplus(z) - y * z).sum() + ridge / 2 * (w @ w))
+
+    w = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    for _ in range(100):
+        q = torch.sigmoid(x @ w)
+        gradient = x.T @ (q - y) + ridge * w
+        hessian = (x.T * (q * (1 - q))) @ x + ridge * torch.eye(3, dtype=torch.float64)
+        step, before = torch.linalg.solve(hessian, gradient), loss(w)
+        while loss(w - step) > before and step.abs().max() > 1e-12:
+            step = step / 2
+        w = w - step
+        if step.abs().max() < 1e-9:
+            break
+    return float(w[0]), float(w[2]), float(w[1])
