@@ -84,10 +84,11 @@ def make_sets(data_dir: str, count: int, sheets: int) -> dict[str, list[tuple[st
 # a function from PNG bytes to text.
 
 def start_digitrec() -> Callable[[bytes], str]:
-    from digitrec.inference.predict import Predictor, read_images
+    from digitrec.inference.predict import Predictor, load_reader, read_images
 
     predictor = Predictor(precision="auto")  # what `digitrec read` runs with no options
-    return lambda png: read_images([("page", png)], predictor)[0].text
+    reader = load_reader()  # as `digitrec read` runs: touching digits read whole when the reader ships
+    return lambda png: read_images([("page", png)], predictor, reader=reader)[0].text
 
 
 def start_tesseract() -> Callable[[bytes], str]:

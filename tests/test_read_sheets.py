@@ -132,3 +132,46 @@ def test_a_numbers_confidence_says_how_often_it_is_right(validation_digits, pred
     right = np.array([r.text == text for r, (text, _) in zip(records, items)])
     assert abs(confidence.mean() - right.mean()) < 0.08, (confidence.mean(), right.mean())
     assert right[confidence >= 0.9].mean() >= 0.9
+
+
+def test_best_path_merges_repeats_and_drops_blanks():
+    from digitrec.inference.backends import _best_path
+
+    columns = np.full((7, 11), 0.01)
+    for t, c in enumerate([0, 4, 4, 0, 4, 8, 0]):  # blank, 3, 3, blank, 3, 7, blank
+        columns[t, c] = 0.9
+    columns[2, 4] = 0.95
+    read = _best_path(columns)
+    assert [d for d, _, _ in read] == [3, 3, 7]
+    assert read[0] == (3, 0.95, (4, 12)) and read[2][2] == (20, 24)
+
+
+def test_a_strip_is_the_ink_24_px_tall_in_32():
+    from digitrec.imaging.ink import to_strip
+
+    mask = np.zeros((100, 300), bool)
+    mask[20:80, 30:270] = True
+    strip = to_strip(Ink(mask.astype(np.float32), mask))
+    rows, cols = np.flatnonzero(strip.max(1) > 0.5), np.flatnonzero(strip.max(0) > 0.5)
+    assert strip.shape[0] == 32 and strip.shape[1] % 4 == 0
+    assert 23 <= len(rows) <= 25 and abs(len(cols) - 240 * 24 / 60) <= 2
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_the_sequence_reader_reads_touching_digits_the_cutter_misses(validation_digits, predictor):
+    from digitrec.data.sheets import make_numbers
+    from digitrec.inference.predict import load_reader, read_images
+
+    reader = load_reader()
+    assert reader is not None, "the package ships weights/reader.safetensors"
+    touching = make_numbers(*validation_digits, 60, seed=13, kinds=("plain",), overlap=3)
+    exact = {name: np.mean([r.text == text for r, (text, _) in zip(read_images(touching, predictor, reader=r_),
+                                                                    touching)])
+             for name, r_ in (("cut", None), ("reader", reader))}
+    assert exact["reader"] >= exact["cut"] + 0.15 and exact["reader"] >= 0.65, exact
+    spaced = make_numbers(*validation_digits, 40, seed=14)
+    with_reader = read_images(spaced, predictor, reader=reader)
+    assert np.mean([r.text == text for r, (text, _) in zip(with_reader, spaced)]) >= 0.85
+    digits = [d for r in with_reader for d in r.digits]
+    assert all(d.box[0] <= d.box[2] and d.box[1] < d.box[3] for d in digits)

@@ -205,3 +205,29 @@ class Calibrated(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x).float() / self.temperature
+
+
+class SequenceReader(nn.Module):
+    """Reads a number whose digits may touch without cutting it (a CRNN, Shi, Bai & Yao 2015): convolutions
+    over the strip (imaging.ink.to_strip: float [N, 1, 32, W] in [0, 1]) down to one feature column per 4 px,
+    a bidirectional GRU along them, and per column 11 logits: CTC's blank (0) and the digits 0-9 (1-10)."""
+
+    CLASSES = 11
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int, pool: tuple[int, int]) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                    nn.MaxPool2d(pool)]
+
+        self.features = nn.Sequential(Normalize(), *block(1, 16, (2, 2)), *block(16, 32, (2, 2)),
+                                      *block(32, 64, (2, 1)), *block(64, 64, (2, 1)))  # 32 -> 2 rows
+        self.rnn = nn.GRU(64 * 2, 64, batch_first=True, bidirectional=True)
+        self.out = nn.Linear(128, self.CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, 1, 32, W] -> [N, W / 4, 11] logits."""
+        f = self.features(x)  # [N, 64, 2, W / 4]
+        f = f.flatten(1, 2).transpose(1, 2)  # [N, W / 4, 128]
+        return self.out(self.rnn(f)[0])

@@ -144,3 +144,23 @@ def make_numbers(images: np.ndarray, labels: np.ndarray, count: int, seed: int =
         text = number_text(rng, kinds[i % len(kinds)])
         out.append((text, draw_sheet([[text]], bank, rng, skew=float(rng.uniform(-2, 2)), overlap=overlap)))
     return out
+
+
+def strip_examples(digits_by_class: dict[int, np.ndarray], rng: np.random.Generator, n: int,
+                   max_digits: int = 8) -> tuple[list[np.ndarray], list[list[int]]]:
+    """n numbers of 1-max_digits digits as the sequence reader sees them (imaging.ink.to_strip), and their
+    digits: two in three with the digits touching or overlapping by up to 5 px (what the cutter reads worst),
+    the rest spaced; each drawn 1-2.5x as large, so that stroke evening and resampling vary as on paper."""
+    from digitrec.imaging.ink import Ink, to_strip
+
+    strips, labels = [], []
+    for _ in range(n):
+        text = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(1, max_digits + 1))))
+        ink = draw_number(text, digits_by_class, rng, overlap=int(rng.integers(1, 6)) if rng.random() < 2 / 3 else 0)
+        factor = float(rng.uniform(1, 2.5))
+        image = Image.fromarray(ink).resize((max(1, round(ink.shape[1] * factor)), round(DIGIT * factor)),
+                                            Image.Resampling.BILINEAR)
+        values = np.asarray(image, dtype=np.float32) / 255.0
+        strips.append(to_strip(Ink(values, values > 0.3)))
+        labels.append([int(c) for c in text])
+    return strips, labels

@@ -200,13 +200,8 @@ def stroke_width(mask: np.ndarray) -> float:
     return float(2 * area / max(area - np.count_nonzero(inner), 1))
 
 
-def to_mnist(ink: Ink) -> np.ndarray:
-    """Ink of one digit -> float32 [28, 28] as MNIST: 20 px box, centre of mass at the centre."""
-    x0, y0, bw, bh = cv2.boundingRect(np.ascontiguousarray(ink.mask).view(np.uint8))  # of the non-zero pixels
-    y1, x1 = y0 + bh, x0 + bw
-    values, mask = ink.values[y0:y1, x0:x1], np.ascontiguousarray(ink.mask[y0:y1, x0:x1])
-    scale = 20.0 / max(y1 - y0, x1 - x0)
-    # Thin pen strokes in a big image vanish when shrunk: thicken them to MNIST's width first.
+def even_strokes(values: np.ndarray, mask: np.ndarray, scale: float) -> np.ndarray:
+    """Thin pen strokes in a big image vanish when shrunk by `scale`: thicken them to MNIST's width first."""
     wanted = TARGET_STROKE / scale
     width = stroke_width(mask)
     if width < 0.7 * wanted:
@@ -214,6 +209,38 @@ def to_mnist(ink: Ink) -> np.ndarray:
         pad = grow + 1
         values = cv2.dilate(np.pad(values, pad), np.ones((2 * grow + 1, 2 * grow + 1), np.uint8),
                             borderType=cv2.BORDER_REFLECT)
+    return values
+
+
+STRIP_HEIGHT, STRIP_INK, STRIP_MAX_WIDTH = 32, 24, 256  # the sequence reader's input: ink 24 px tall in 32
+
+
+def to_strip(ink: Ink) -> np.ndarray:
+    """Ink of a number (digits that may touch) -> float32 [32, W] for the sequence reader: the ink's box
+    scaled to 24 px tall (aspect kept, at most 256 px wide), strokes evened as for to_mnist, 4 px of margin,
+    W a multiple of 4."""
+    x0, y0, bw, bh = cv2.boundingRect(np.ascontiguousarray(ink.mask).view(np.uint8))
+    values, mask = ink.values[y0:y0 + bh, x0:x0 + bw], np.ascontiguousarray(ink.mask[y0:y0 + bh, x0:x0 + bw])
+    scale = min(STRIP_INK / max(bh, 1), (STRIP_MAX_WIDTH - 8) / max(bw, 1))
+    box = Image.fromarray((even_strokes(values, mask, scale) * 255).astype(np.uint8))
+    scale = min(STRIP_INK / box.height, (STRIP_MAX_WIDTH - 8) / box.width)  # (evening may have padded it)
+    box = box.resize((max(1, round(box.width * scale)), max(1, round(box.height * scale))), Image.Resampling.LANCZOS)
+    strip = np.asarray(box, dtype=np.float32) / 255.0
+    if strip.max() > 0:
+        strip /= strip.max()
+    width = -(-(strip.shape[1] + 8) // 4) * 4
+    out = np.zeros((STRIP_HEIGHT, width), np.float32)
+    top = (STRIP_HEIGHT - strip.shape[0]) // 2
+    out[top:top + strip.shape[0], 4:4 + strip.shape[1]] = strip
+    return out
+
+
+def to_mnist(ink: Ink) -> np.ndarray:
+    """Ink of one digit -> float32 [28, 28] as MNIST: 20 px box, centre of mass at the centre."""
+    x0, y0, bw, bh = cv2.boundingRect(np.ascontiguousarray(ink.mask).view(np.uint8))  # of the non-zero pixels
+    y1, x1 = y0 + bh, x0 + bw
+    values, mask = ink.values[y0:y1, x0:x1], np.ascontiguousarray(ink.mask[y0:y1, x0:x1])
+    values = even_strokes(values, mask, 20.0 / max(y1 - y0, x1 - x0))
     box = Image.fromarray((values * 255).astype(np.uint8))
     s = 20 / max(box.size)  # longest side to 20 px, up or down, aspect kept
     box = box.resize((max(1, round(box.width * s)), max(1, round(box.height * s))), Image.Resampling.LANCZOS)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from digitrec.errors import DigitrecError
 from digitrec.imaging.decode import MAX_DIGITS, SHEET_PIXELS, WORK_PIXELS, decode
-from digitrec.imaging.ink import SHEET_SPECK, SPECK, find_ink, mnist_form, to_mnist
+from digitrec.imaging.ink import SHEET_SPECK, SPECK, find_ink, mnist_form, to_mnist, to_strip
 
 
 @dataclass(frozen=True)
@@ -37,9 +37,12 @@ class Prepared:
     grey: np.ndarray | None = None  # the analysed grey image and its scale, kept only when asked (annotations)
     scale: float = 1.0
     plan: tuple = ()  # sheets only: lines -> numbers -> parts (see above)
+    # Sheets, when asked for: per run of digits that may touch, its ink as the sequence reader reads it
+    # (ink.to_strip); the plan names such a run ("*", strip index, its pieces, its box).
+    strips: tuple = ()
 
 
-def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False) -> Prepared:
+def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False, strips: bool = False) -> Prepared:
     """Image bytes -> Prepared: decode, find the ink, then one digit (`line` False) or the lines, numbers and
     digits of a sheet (layout.py, segment.py), each digit as MNIST.  A Prepared given is returned as it is (or
     its error raised)."""
@@ -56,41 +59,58 @@ def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False)
         return Prepared(np.zeros((0, 28, 28), np.float32), **kept)
     if not line:
         return Prepared(to_mnist(ink)[None], **kept)
-    return _prepare_sheet(ink, scale, kept)
+    return _prepare_sheet(ink, scale, kept, strips)
 
 
-def _prepare_sheet(ink, scale: float, kept: dict) -> Prepared:
+def _prepare_sheet(ink, scale: float, kept: dict, strips: bool) -> Prepared:
     # (segment.py imports SciPy, which a process that prepares single digits never needs: 0.25 s of each
     # `predict` worker's start)
-    from digitrec.imaging.layout import Separator, layout
+    from digitrec.imaging.layout import layout
     from digitrec.imaging.segment import segment
 
-    candidates, readings = [], []
+    sheet = _Sheet(scale, strips, segment)
+    plan = tuple(tuple(sheet.number(number.parts) for number in line.numbers) for line in layout(ink))
+    digits = np.stack([to_mnist(part) for part, _ in sheet.candidates]) if sheet.candidates else \
+        np.zeros((0, 28, 28), np.float32)
+    boxes = tuple(tuple(round(v * scale) for v in box) for _, box in sheet.candidates)
+    return Prepared(digits, boxes, tuple(sheet.readings), plan=plan, strips=tuple(sheet.strips), **kept)
 
-    def add(digits, ways, x0: int, y0: int) -> int:
-        readings.append(tuple(tuple(len(candidates) + i for i in way) for way in ways))
-        candidates.extend((part, (b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)) for part, b in digits)
-        if len(candidates) > MAX_DIGITS:
+
+class _Sheet:
+    """The candidates, readings and strips of a sheet as its numbers are laid out (Prepared's fields)."""
+
+    def __init__(self, scale: float, strips: bool, segment) -> None:
+        self.scale, self.want_strips, self.segment = scale, strips, segment
+        self.candidates, self.readings, self.strips = [], [], []
+
+    def number(self, parts) -> tuple:
+        from digitrec.imaging.layout import Separator
+
+        out = []
+        for part in parts:
+            out.extend([self.separator(part)] if isinstance(part, Separator) else self.run(part))
+        return tuple(out)
+
+    def add(self, digits, ways, x0: int, y0: int) -> int:
+        self.readings.append(tuple(tuple(len(self.candidates) + i for i in way) for way in ways))
+        self.candidates.extend((part, (b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0)) for part, b in digits)
+        if len(self.candidates) > MAX_DIGITS:
             raise DigitrecError(f"image too costly to read (over {MAX_DIGITS} candidate digits)", code="too_costly")
-        return len(readings) - 1
+        return len(self.readings) - 1
 
-    plan = []
-    for line in layout(ink):
-        numbers = []
-        for number in line.numbers:
-            parts = []
-            for part in number.parts:
-                if isinstance(part, Separator):
-                    alt = add([(part.ink, (0, 0, part.box[2] - part.box[0], part.box[3] - part.box[1]))], [(0,)],
-                              *part.box[:2]) if part.ink is not None else -1
-                    parts.append((part.char, tuple(round(v * scale) for v in part.box), alt))
-                else:
-                    parts.extend(add(digits, ways, *part.box[:2]) for digits, ways in segment(part.ink))
-            numbers.append(tuple(parts))
-        plan.append(tuple(numbers))
-    digits = np.stack([to_mnist(part) for part, _ in candidates]) if candidates else np.zeros((0, 28, 28), np.float32)
-    boxes = tuple(tuple(round(v * scale) for v in box) for _, box in candidates)
-    return Prepared(digits, boxes, tuple(readings), plan=tuple(plan), **kept)
+    def separator(self, part) -> tuple:
+        x0, y0, x1, y1 = part.box
+        alt = self.add([(part.ink, (0, 0, x1 - x0, y1 - y0))], [(0,)], x0, y0) if part.ink is not None else -1
+        return part.char, tuple(round(v * self.scale) for v in part.box), alt
+
+    def run(self, part) -> list:
+        """A run's pieces; a run with a piece wide enough to hold touching digits also goes whole to the
+        sequence reader when strips are asked for: ("*", its strip, its pieces, its box)."""
+        pieces = [self.add(digits, ways, *part.box[:2]) for digits, ways in self.segment(part.ink)]
+        if not (self.want_strips and any(len(self.readings[i]) > 1 for i in pieces)):
+            return pieces
+        self.strips.append(to_strip(part.ink))
+        return [("*", len(self.strips) - 1, tuple(pieces), tuple(round(v * self.scale) for v in part.box))]
 
 
 def preprocess(data: bytes) -> np.ndarray | None:

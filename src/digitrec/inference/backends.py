@@ -232,3 +232,53 @@ def load_backend(path: str | os.PathLike, backend: str | None = None, device: st
     if precision not in PRECISIONS:
         raise DigitrecError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
     return OnnxBackend(path)
+
+
+class SequenceBackend:
+    """The sequence reader (models.SequenceReader) in PyTorch: strips (imaging.ink.to_strip) -> per strip its
+    digits, each with a confidence (its best column's probability) and the columns of the strip it was read
+    at.  Best path decoding: the most likely class per column, repeats merged, blanks dropped."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import json
+
+        import torch
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        from digitrec.models import SequenceReader
+
+        with safe_open(str(path), framework="pt") as f:
+            self.meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+        if self.meta.get("architecture") != "sequence-reader":
+            raise DigitrecError(f"{path} is not a digitrec sequence reader", code="invalid_model")
+        self.model = SequenceReader()
+        self.model.load_state_dict(load_file(str(path)))
+        self.model.eval()
+        self.torch = torch
+
+    def read(self, strips: list[np.ndarray]) -> list[list[tuple[int, float, tuple[int, int]]]]:
+        if not strips:
+            return []
+        width = max(s.shape[1] for s in strips)
+        batch = np.zeros((len(strips), 1, strips[0].shape[0], width), np.float32)
+        for i, s in enumerate(strips):
+            batch[i, 0, :, :s.shape[1]] = s
+        with self.torch.inference_mode():
+            probs = self.model(self.torch.from_numpy(batch)).softmax(-1).numpy()
+        return [_best_path(p[:s.shape[1] // 4]) for p, s in zip(probs, strips)]
+
+
+def _best_path(probs: np.ndarray) -> list[tuple[int, float, tuple[int, int]]]:
+    """[T, 11] column probabilities -> [(digit, confidence, (first column px, last column px + 4))]."""
+    best = probs.argmax(1)
+    out: list[tuple[int, float, tuple[int, int]]] = []
+    for t, c in enumerate(best):
+        if c == 0:
+            continue
+        if t and best[t - 1] == c:  # the same digit over several columns
+            digit, confidence, (x0, _) = out[-1]
+            out[-1] = (digit, max(confidence, float(probs[t, c])), (x0, 4 * t + 4))
+        else:
+            out.append((int(c) - 1, float(probs[t, c]), (4 * t, 4 * t + 4)))
+    return out

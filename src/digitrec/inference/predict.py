@@ -33,6 +33,20 @@ def default_model_path() -> Path:
     return Path(str(resources.files("digitrec") / "weights" / "default.safetensors"))
 
 
+def default_reader_path() -> Path:
+    """The sequence reader that ships with the package (`python -m digitrec.training.sequence`): what `read`
+    uses for numbers whose digits may touch."""
+    return Path(str(resources.files("digitrec") / "weights" / "reader.safetensors"))
+
+
+def load_reader(path: str | os.PathLike | None = None):
+    """The sequence reader (inference.backends.SequenceBackend), or None when no file is there to load."""
+    from digitrec.inference.backends import SequenceBackend
+
+    path = Path(path) if path else default_reader_path()
+    return SequenceBackend(path) if path.is_file() else None
+
+
 def default_int8_path() -> Path:
     """The shipped model's int8 export (`digitrec export ... --quantize int8`; docs/model-card.md): what
     `digitrec serve` runs when no model is given."""
@@ -147,22 +161,25 @@ def _predicted(names: list[str], prepared: list[tuple], predictor: Predictor, to
 
 
 def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: str | os.PathLike | None = None,
-                first_index: int = 0, several: bool | None = None, digits_only: bool = False) -> list[Reading]:
+                first_index: int = 0, several: bool | None = None, digits_only: bool = False,
+                reader=None) -> list[Reading]:
     """[(name, image bytes of a sheet of numbers)] -> one Reading each.  annotate draws the lines, numbers and
     digits into that file, or into OUT-<first_index + n>.png when there are several inputs.  digits_only: the
-    text leaves the separators out."""
+    text leaves the separators out.  reader: a sequence reader (load_reader) for the numbers whose digits may
+    touch; without one they are cut into digits."""
     several = len(items) > 1 if several is None else several
     records = []
     for index, (name, data) in enumerate(items):
         try:
-            prepared = prepare(data, line=True, keep_grey=bool(annotate))
+            prepared = prepare(data, line=True, keep_grey=bool(annotate), strips=reader is not None)
             if not len(prepared.digits) and not prepared.plan:
                 raise DigitrecError(NO_INK, code="no_ink")
         except DigitrecError as e:
             records.append(Reading.failed(name, e))
             continue
         probs = predictor.probabilities(list(prepared.digits))
-        reading = Reading(name, read_plan(prepared, probs, predictor.calibration, digits_only))
+        strips = reader.read(list(prepared.strips)) if reader is not None and prepared.strips else None
+        reading = Reading(name, read_plan(prepared, probs, predictor.calibration, digits_only, strips))
         records.append(reading)
         if annotate:
             target = Path(annotate)
@@ -172,8 +189,10 @@ def read_images(items: list[tuple[str, bytes]], predictor: Predictor, annotate: 
     return records
 
 
-def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: bool = False) -> tuple[LineReading, ...]:
-    """A prepared sheet and its candidates' probabilities -> its lines of numbers."""
+def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: bool = False,
+              strips: list | None = None) -> tuple[LineReading, ...]:
+    """A prepared sheet and its candidates' probabilities -> its lines of numbers.  strips: the sequence
+    reader's digits of each of prepared.strips (SequenceBackend.read); without them such runs are cut."""
     log_top = np.log(np.maximum(probs.max(1), 1e-12)) if len(probs) else np.zeros(0)
     plan = prepared.plan or ((tuple(range(len(prepared.readings))),),)
 
@@ -185,10 +204,16 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
     for numbers in plan:
         read_numbers = []
         for parts in numbers:
-            parts = _undo_slashes(parts, prepared, log_top, probs)
+            parts = _undo_slashes(_runs_read_whole(parts, strips), prepared, log_top, probs)
             text, found, boxes, cut = "", [], [], False
             for part in parts:
-                if isinstance(part, int):
+                if not isinstance(part, int) and part[0] == "*":  # a run the sequence reader read whole
+                    cut = True
+                    for d in _strip_digits(prepared.strips[part[1]], strips[part[1]], part[3], calibration):
+                        found.append(d)
+                        text += str(d.digit)
+                        boxes.append(d.box)
+                elif isinstance(part, int):
                     cut |= len(prepared.readings[part]) > 1  # a wide piece: touching digits, maybe
                     for i in best_reading(log_top, prepared.readings[part]):
                         found.append(digit(i))
@@ -205,6 +230,24 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
     return tuple(lines)
 
 
+def _runs_read_whole(parts: tuple, strips: list | None) -> tuple:
+    """Without the sequence reader's digits, a run it would have read is read by its pieces."""
+    if strips is not None:
+        return parts
+    return tuple(q for part in parts for q in (part[2] if not isinstance(part, int) and part[0] == "*" else (part,)))
+
+
+def _strip_digits(strip: np.ndarray, read: list, box: tuple, calibration) -> list[DigitReading]:
+    """The sequence reader's digits of a run, each with its verdict (the model's calibration thresholds) and a
+    box: the columns it was read at, brought from the strip back to the run's box in the image."""
+    inked = np.flatnonzero(strip.max(0) > 0)
+    c0, c1 = (int(inked[0]), int(inked[-1]) + 1) if len(inked) else (0, strip.shape[1])
+    x0, y0, x1, y1 = box
+    to_image = lambda c: round(x0 + (min(max(c, c0), c1) - c0) * (x1 - x0) / max(c1 - c0, 1))  # noqa: E731
+    return [DigitReading(digit, confidence, calibration.verdict(confidence), (to_image(a), y0, to_image(b), y1))
+            for digit, confidence, (a, b) in read]
+
+
 def _undo_slashes(parts: tuple, prepared: Prepared, log_top: np.ndarray, probs: np.ndarray) -> tuple:
     """A leaning mark is a slash only where the number reads as a date (d/m, dd/mm/yy, dd/mm/yyyy) and the
     model does not read the mark as a confident digit other than 1; elsewhere it is a 1 leaning hard, or a
@@ -216,6 +259,8 @@ def _undo_slashes(parts: tuple, prepared: Prepared, log_top: np.ndarray, probs: 
     for part in parts:
         if isinstance(part, int):
             count += len(best_reading(log_top, prepared.readings[part]))
+        elif part[0] == "*":
+            count += sum(len(best_reading(log_top, prepared.readings[i])) for i in part[2])
         else:
             groups.append(count)
             others |= part[0] != "/"
@@ -441,8 +486,8 @@ def _torch_threads(predictor: Predictor) -> int | None:
 
 
 def read_paths(specs: list[str], predictor: Predictor, annotate: str | os.PathLike | None = None,
-               digits_only: bool = False) -> list[Reading]:
+               digits_only: bool = False, reader=None) -> list[Reading]:
     """`digitrec read`: paths, folders, globs or '-' -> one Reading per image, in order."""
     return _in_chunks(specs, lambda items, first, several: read_images(items, predictor, annotate, first, several,
-                                                                        digits_only),
+                                                                        digits_only, reader),
                       lambda name, error, code: Reading.failed(name, DigitrecError(error, code)))
