@@ -21,7 +21,7 @@ from digitrec.serve.http import (  # noqa: E402
     parse_multipart,
 )
 from digitrec.serve.middleware import GuardMiddleware  # noqa: E402
-from digitrec.serve.records import as_dict, record_error, verdict  # noqa: E402
+from digitrec.serve.records import record_error, verdict  # noqa: E402
 
 
 def raised(call, *args) -> tuple[str, int]:
@@ -126,13 +126,13 @@ def test_a_records_error_and_verdict_come_from_its_code_not_its_message():
 
 
 def test_a_typed_record_is_read_through_its_dict():
-    class Typed:
-        def to_dict(self):
-            return {"path": "t", "error": "blank", "error_code": "no_ink"}
+    from digitrec.errors import DigitrecError
+    from digitrec.inference.records import Prediction, Reading
 
-    assert as_dict(Typed())["path"] == "t" and record_error(as_dict(Typed())).code == "no_ink"
-    plain = {"path": "p"}
-    assert as_dict(plain) is plain
+    blank = Reading.failed("t", DigitrecError("blank", code="no_ink")).to_dict()
+    assert blank["path"] == "t" and record_error(blank).code == "no_ink" and verdict(blank) == "no_ink"
+    bad = Prediction.failed("p", DigitrecError("not an image", code="invalid_image")).to_dict()
+    assert (record_error(bad).code, record_error(bad).status, verdict(bad)) == ("invalid_image", 422, "error")
 
 
 # --- the guard -----------------------------------------------------------------------------------------------------

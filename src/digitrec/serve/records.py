@@ -1,15 +1,10 @@
 """What the routers read from a prediction or read record of `inference.predict`: its verdict, and the error it
-stands for.  An error is told by its `error_code`, never by its message.  Records come as the JSON the CLI
-prints (`as_dict`: a typed record's `to_dict()`, or the dict itself)."""
+stands for.  An error is told by its `error_code`, never by its message.  The routers read a typed record
+(`inference.records`) as the JSON the CLI prints, its `to_dict()`."""
 
 from __future__ import annotations
 
 from digitrec.serve.http import ApiError
-
-
-def as_dict(record) -> dict:
-    """A record as its JSON dict (typed records: `inference.records`)."""
-    return record.to_dict() if hasattr(record, "to_dict") else record
 
 
 def verdict(record: dict) -> str:

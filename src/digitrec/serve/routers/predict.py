@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from digitrec.inference.predict import predict_images
 from digitrec.serve import metrics
 from digitrec.serve.http import ERRORS, image_body, images_from
-from digitrec.serve.records import as_dict, record_error, verdict
+from digitrec.serve.records import record_error, verdict
 from digitrec.serve.state import ServerState, server_state
 
 router = APIRouter()
@@ -59,7 +59,7 @@ def _answer(record: dict, include_image: bool) -> dict:
 
 def prediction_response(record, include_image: bool) -> dict:
     """/v1/predict: a record -> the answer, or its error raised (ApiError: status from its code)."""
-    record = as_dict(record)
+    record = record.to_dict()
     error = record_error(record)
     if error:
         metrics.count_prediction(None, error.verdict)
@@ -69,7 +69,7 @@ def prediction_response(record, include_image: bool) -> dict:
 
 def batch_item(record) -> dict:
     """/v1/predict/batch: a record -> its item in the results (an answer, or the error's code and detail)."""
-    record = as_dict(record)
+    record = record.to_dict()
     error = record_error(record)
     if error:
         metrics.count_prediction(None, error.verdict)

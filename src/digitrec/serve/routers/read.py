@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from digitrec.errors import DigitrecError
 from digitrec.inference.predict import read_images
 from digitrec.serve.http import ERRORS, ApiError, image_body, images_from
-from digitrec.serve.records import as_dict, record_error, verdict
+from digitrec.serve.records import record_error, verdict
 from digitrec.serve.state import ServerState, server_state
 
 router = APIRouter()
@@ -48,7 +48,7 @@ class ReadResult(BaseModel):
 
 def read_response(record) -> dict:
     """A read record -> the answer, or its error raised (ApiError: status from its code)."""
-    record = as_dict(record)
+    record = record.to_dict()
     error = record_error(record)
     if error:
         raise error
