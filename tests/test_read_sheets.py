@@ -175,3 +175,11 @@ def test_the_sequence_reader_reads_touching_digits_the_cutter_misses(validation_
     assert np.mean([r.text == text for r, (text, _) in zip(with_reader, spaced)]) >= 0.85
     digits = [d for r in with_reader for d in r.digits]
     assert all(d.box[0] <= d.box[2] and d.box[1] < d.box[3] for d in digits)
+
+
+def test_a_sheet_of_thousands_of_marks_is_refused_quickly():
+    boxes = [(4 * k, 6 * i, 4 * k + 2, 6 * i + 2) for i in range(70) for k in range(70)]  # 4,900 dots
+    start = time.perf_counter()
+    with pytest.raises(DigitrecError) as e:
+        layout(_ink(430, 290, boxes))
+    assert e.value.code == "too_costly" and time.perf_counter() - start < 1

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from digitrec.errors import DigitrecError
 from digitrec.imaging.ink import Ink
 
 MAX_SKEW = 6.0  # degrees either way: more is a page photographed at an angle, not a skewed hand
@@ -30,6 +31,7 @@ NUMBER_GAP = 2.0
 GAP_ROW_SHARE = 0.02
 MIN_LINE_HEIGHT = 0.35
 MAX_LINES = 64  # a sheet with more lines is refused as too costly (reading is per line)
+MAX_MARKS = 4096  # ... and one with more pieces of ink (a texture, a page of specks)
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the analysed image's pixels
 
@@ -86,6 +88,8 @@ SEPARATORS = ("-", "/", ".", ":", ",")
 def layout(ink: Ink) -> list[LineLayout]:
     """The lines of the ink, top to bottom, each with its numbers left to right."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(ink.mask.view(np.uint8), None, None, None, 8, cv2.CV_32S)
+    if n - 1 > MAX_MARKS:
+        raise DigitrecError(f"image too costly to read (over {MAX_MARKS} marks)", code="too_costly")
     marks = [Mark(i, (int(s[0]), int(s[1]), int(s[0] + s[2]), int(s[1] + s[3]))) for i, s in enumerate(stats)
              if i > 0]
     if not marks:
@@ -125,8 +129,6 @@ def _line_bands(mask: np.ndarray, marks: list[Mark]) -> list[list[Mark]]:
     bands = [(s, e) for s, e in zip(starts, ends) if e - s >= MIN_LINE_HEIGHT * digit_height] or \
         [(int(starts[0]), int(ends[-1]))]
     if len(bands) > MAX_LINES:
-        from digitrec.errors import DigitrecError
-
         raise DigitrecError(f"image too costly to read (over {MAX_LINES} lines)", code="too_costly")
     # A band of small marks only (a smiley's eyes, a detached flag) is no line: its marks join the nearest line.
     centre = {m.label: (m.box[1] + m.box[3]) / 2 - slope * ((m.box[0] + m.box[2]) / 2 - x_mid) - low for m in marks}
@@ -196,10 +198,10 @@ def _separators(marks: list[Mark], labels: np.ndarray, h: float, top: float) -> 
     """label -> separator character, for the marks whose shape says so (h: the line's digit height, top: where
     its digits begin)."""
     found: dict[int, str] = {}
-    small = [m for m in marks if m.height <= 0.35 * h and m.width <= 0.4 * h]
-    for m in small:  # a colon: two small marks one above the other
-        for other in small:
-            if other is not m and _x_overlap(m.box, other.box) > 0 and abs(m.box[1] - other.box[1]) >= 0.25 * h:
+    small = sorted((m for m in marks if m.height <= 0.35 * h and m.width <= 0.4 * h), key=lambda m: m.box[0])
+    for i, m in enumerate(small):  # a colon: two small marks one above the other (neighbours in x: bounded work)
+        for other in small[i + 1:i + 4]:
+            if _x_overlap(m.box, other.box) > 0 and abs(m.box[1] - other.box[1]) >= 0.25 * h:
                 found[m.label] = found[other.label] = ":"
     for m in marks:
         if m.label in found:
