@@ -137,6 +137,29 @@ def test_a_line_answer_needs_a_box_per_digit():
         _answer({"count": 1, "boxes": [], "readings": [[[0]]]}, zeros[:3136], line=False)
 
 
+def test_a_sheet_answer_carries_its_plan_and_strips_checked():
+    from digitrec.serve.sandbox import _answer
+
+    zeros = np.zeros((2, 28, 28), np.float32).tobytes()
+    strip = np.zeros((32, 40), np.float32).tobytes()
+    good = {"count": 2, "boxes": [[0, 0, 5, 5], [6, 0, 9, 5]], "readings": [[[0]], [[1]]],
+            "plan": [[[["*", 0, [0, 1], [0, 0, 9, 5]]]]], "strips": [40]}  # lines -> numbers -> parts
+    answer = _answer(good, zeros + strip, line=True)
+    assert answer.plan == (((("*", 0, (0, 1), (0, 0, 9, 5)),),),) and answer.strips[0].shape == (32, 40)
+    bad_plans = ([[[["*", 1, [0, 1], [0, 0, 9, 5]]]]],  # no such strip
+                 [[[["*", 0, [0, 0], [0, 0, 9, 5]]]]],  # a piece twice
+                 [[[["*", 0, [], [0, 0, 9, 5]]]]], [[[["*", 0, [0, 1], [0, 0, 9]]]]],
+                 [[[["x", [0, 0, 1, 1], -1]]]], [[[0, 1, 2]]], [[0]], [[["*", 0, [0, 1], [0, 0, 9, 5]]]])
+    for plan in bad_plans:
+        with pytest.raises(DigitrecError):
+            _answer({**good, "plan": plan}, zeros + strip, line=True)
+    for widths, data in (([44], strip), ([40, 40], strip), ([41], strip), ([2000], strip)):
+        with pytest.raises(DigitrecError):
+            _answer({**good, "strips": widths}, zeros + data, line=True)
+    with pytest.raises(DigitrecError):  # ink values out of [0, 1]
+        _answer(good, zeros + np.full((32, 40), 2, np.float32).tobytes(), line=True)
+
+
 @pytest.mark.parametrize("message", [
     b"", b"\0\0", b"\0\0\0\x09{}",  # shorter than its header says
     (1 << 20).to_bytes(4, "big") + b"{}" * 10,  # a header over MAX_HEADER

@@ -276,3 +276,26 @@ def test_an_unexpected_error_is_a_json_500_with_the_request_id_and_logged(app, c
     assert [r.getMessage() for r in errors] == ["unhandled error"] and errors[0].fields == {"request_id": "req-1"}
     assert errors[0].exc_info[0] is RuntimeError
     assert client.get("/readyz").status_code == 200
+
+
+def test_read_gives_touching_digits_to_the_sequence_reader(app, client, mnist_test):
+    """Through the sandbox: the strips of runs that may hold touching digits travel from the worker, and the
+    server's reader (onnxruntime) reads them; without it they are cut."""
+    from digitrec.data.sheets import make_numbers
+
+    numbers = make_numbers(mnist_test.images.numpy(), mnist_test.labels.numpy(), 30, seed=5, kinds=("plain",),
+                           overlap=3)
+    state = app.state.server
+    assert state.reader is not None
+
+    def exact() -> float:
+        bodies = [client.post("/v1/read", content=png, headers=PNG).json() for _, png in numbers]
+        return float(np.mean([b["text"] == text for b, (text, _) in zip(bodies, numbers)]))
+
+    with_reader = exact()
+    reader, state.reader = state.reader, None
+    try:
+        cut = exact()
+    finally:
+        state.reader = reader
+    assert with_reader >= 0.65 and with_reader >= cut + 0.1, (with_reader, cut)

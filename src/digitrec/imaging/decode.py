@@ -26,6 +26,7 @@ WORK_PIXELS = 256 * 256  # images are shrunk to about this many pixels before an
 SHEET_PIXELS = 512 * 512
 WORK_SIDE = 2048  # ... and to at most this side (a 1 x 40,000,000 strip is no line of digits)
 MAX_DIGITS = 1024  # 28x28 inputs one image may give (a sheet with more candidate digits is refused: too costly)
+MAX_STRIPS = 256  # runs of digits that may touch one sheet may send to the sequence reader (past it: too costly)
 TOO_LARGE = "image too large"  # how every size refusal begins (for people; programs read the error code)
 ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,

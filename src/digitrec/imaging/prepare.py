@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from digitrec.errors import DigitrecError
-from digitrec.imaging.decode import MAX_DIGITS, SHEET_PIXELS, WORK_PIXELS, decode
+from digitrec.imaging.decode import MAX_DIGITS, MAX_STRIPS, SHEET_PIXELS, WORK_PIXELS, decode
 from digitrec.imaging.ink import SHEET_SPECK, SPECK, find_ink, mnist_form, to_mnist, to_strip
 
 
@@ -109,6 +109,9 @@ class _Sheet:
         pieces = [self.add(digits, ways, *part.box[:2]) for digits, ways in self.segment(part.ink)]
         if not (self.want_strips and any(len(self.readings[i]) > 1 for i in pieces)):
             return pieces
+        if len(self.strips) >= MAX_STRIPS:
+            raise DigitrecError(f"image too costly to read (over {MAX_STRIPS} runs of touching digits)",
+                                code="too_costly")
         self.strips.append(to_strip(part.ink))
         return [("*", len(self.strips) - 1, tuple(pieces), tuple(round(v * self.scale) for v in part.box))]
 

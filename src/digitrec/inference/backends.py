@@ -235,38 +235,46 @@ def load_backend(path: str | os.PathLike, backend: str | None = None, device: st
 
 
 class SequenceBackend:
-    """The sequence reader (models.SequenceReader) in PyTorch: strips (imaging.ink.to_strip) -> per strip its
-    digits, each with a confidence (its best column's probability) and the columns of the strip it was read
-    at.  Best path decoding: the most likely class per column, repeats merged, blanks dropped."""
+    """The sequence reader (models.SequenceReader, exported to ONNX: export.export_reader) on onnxruntime, for
+    the CLI and the server alike (no PyTorch): strips (imaging.ink.to_strip) -> per strip its digits, each with
+    a confidence (its best column's probability) and the columns of the strip it was read at.  Best path
+    decoding: the most likely class per column, repeats merged, blanks dropped."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
         import json
 
-        import torch
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        from digitrec.models import SequenceReader
-
-        with safe_open(str(path), framework="pt") as f:
-            self.meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+        try:
+            import onnxruntime as ort
+        except ModuleNotFoundError:
+            raise missing_dependency("onnxruntime", "serve") from None
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = options.inter_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = json.loads(props.get(META_KEY, "{}"))
         if self.meta.get("architecture") != "sequence-reader":
             raise DigitrecError(f"{path} is not a digitrec sequence reader", code="invalid_model")
-        self.model = SequenceReader()
-        self.model.load_state_dict(load_file(str(path)))
-        self.model.eval()
-        self.torch = torch
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"strips": batch})[0]
 
     def read(self, strips: list[np.ndarray]) -> list[list[tuple[int, float, tuple[int, int]]]]:
         if not strips:
             return []
-        width = max(s.shape[1] for s in strips)
-        batch = np.zeros((len(strips), 1, strips[0].shape[0], width), np.float32)
-        for i, s in enumerate(strips):
-            batch[i, 0, :, :s.shape[1]] = s
-        with self.torch.inference_mode():
-            probs = self.model(self.torch.from_numpy(batch)).softmax(-1).numpy()
+        z = self.logits(pad_strips(strips))
+        probs = np.exp(z - z.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
         return [_best_path(p[:s.shape[1] // 4]) for p, s in zip(probs, strips)]
+
+
+def pad_strips(strips: list[np.ndarray]) -> np.ndarray:
+    """Strips of different widths -> one float32 batch [N, 1, 32, W_max], zero (no ink) on the right."""
+    width = max(s.shape[1] for s in strips)
+    batch = np.zeros((len(strips), 1, strips[0].shape[0], width), np.float32)
+    for i, s in enumerate(strips):
+        batch[i, 0, :, :s.shape[1]] = s
+    return batch
 
 
 def _best_path(probs: np.ndarray) -> list[tuple[int, float, tuple[int, int]]]:

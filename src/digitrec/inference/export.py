@@ -252,3 +252,37 @@ def _verify_int8(float_onnx: str | os.PathLike, out: Path, dataset: str, data_di
         raise DigitrecError(f"int8 model loses {accuracy['float'] - accuracy['int8']:.2f} accuracy points "
                             f"(more than {QUANTIZE_MAX_DROP}); not written", code="internal")
     return {"float_accuracy": accuracy["float"], "int8_accuracy": accuracy["int8"], "test_images": len(x)}
+
+
+def export_reader(weights: str | os.PathLike, out: str | os.PathLike, strips: list[np.ndarray]) -> float:
+    """The sequence reader (its .safetensors, training/sequence.py) as an .onnx file that onnxruntime runs, with
+    its width axis free; checked against PyTorch on `strips`: returns the largest |logit difference|.
+    TorchScript's exporter, not the dynamo one: the latter declares the GRU's output with the example's length."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        import onnx
+    except ModuleNotFoundError as e:
+        raise missing_dependency(e.name or "onnx", "export") from None
+    from digitrec.inference.backends import SequenceBackend, pad_strips
+    from digitrec.models import SequenceReader
+
+    with safe_open(str(weights), framework="pt") as f:
+        meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
+    model = SequenceReader()
+    model.load_state_dict(load_file(str(weights)))
+    model.eval()
+    example = torch.from_numpy(pad_strips(strips[:2]))
+    torch.onnx.export(model, (example,), str(out), input_names=["strips"], output_names=["logits"], dynamo=False,
+                      dynamic_axes={"strips": {0: "n", 3: "width"}, "logits": {0: "n", 1: "columns"}})
+    proto = onnx.load(str(out))
+    onnx.helper.set_model_props(proto, {META_KEY: json.dumps(meta)})
+    onnx.save_model(proto, str(out))
+    batch = pad_strips(strips)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(batch)).numpy()
+    return float(np.abs(SequenceBackend(out).logits(batch) - expected).max())

@@ -34,17 +34,23 @@ def default_model_path() -> Path:
 
 
 def default_reader_path() -> Path:
-    """The sequence reader that ships with the package (`python -m digitrec.training.sequence`): what `read`
-    uses for numbers whose digits may touch."""
-    return Path(str(resources.files("digitrec") / "weights" / "reader.safetensors"))
+    """The sequence reader that ships with the package (`digitrec train-reader`; its ONNX export): what `read`
+    and the server use for numbers whose digits may touch."""
+    return Path(str(resources.files("digitrec") / "weights" / "reader.onnx"))
 
 
-def load_reader(path: str | os.PathLike | None = None):
-    """The sequence reader (inference.backends.SequenceBackend), or None when no file is there to load."""
+def load_reader(path: str | os.PathLike | None = None, threads: int | None = None):
+    """The sequence reader (inference.backends.SequenceBackend: an .onnx file run by onnxruntime, which the
+    serve and export extras install), or None when there is no file or no onnxruntime: touching digits are
+    then cut, as `read --cut-only` does."""
+    import importlib.util
+
     from digitrec.inference.backends import SequenceBackend
 
     path = Path(path) if path else default_reader_path()
-    return SequenceBackend(path) if path.is_file() else None
+    if not path.is_file() or importlib.util.find_spec("onnxruntime") is None:
+        return None
+    return SequenceBackend(path, threads)
 
 
 def default_int8_path() -> Path:

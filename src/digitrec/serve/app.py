@@ -24,16 +24,19 @@ from pathlib import Path
 from fastapi_offline import FastAPIOffline
 
 from digitrec.files import sha256_file
+from digitrec.inference.predict import load_reader
 from digitrec.serve import metrics
 from digitrec.serve import model as served_model
+from digitrec.serve.config import Settings
 from digitrec.serve.http import install_error_handlers
 from digitrec.serve.logs import configure_logging
 from digitrec.serve.middleware import GuardMiddleware
-from digitrec.serve.protocol import GuardedHttpToolsProtocol  # (httptools missing: `serve` says which extra to install)
+from digitrec.serve.protocol import (
+    GuardedHttpToolsProtocol,  # (httptools missing: `serve` says which extra to install)
+)
 from digitrec.serve.routers import page, predict, read, status
 from digitrec.serve.runner import Runner, ServedPredictor
 from digitrec.serve.sandbox import DecodePool
-from digitrec.serve.config import Settings
 from digitrec.serve.state import ServerState
 
 
@@ -48,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPIOffline:
     app.state.decode_pool = pool
     state = ServerState(settings, predictor, Runner(pool), sha256_file(predictor.source),
                         sha256_file(Path(predictor.path)))
+    state.reader = load_reader(threads=settings.model_threads)  # onnxruntime, as the model: no PyTorch here
     app.state.server = state
     app.router.on_shutdown.append(state.runner.close)
     # Middleware added last wraps the others: the guard sees every answer, CORS ones included.

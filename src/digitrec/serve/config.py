@@ -14,7 +14,11 @@ from pydantic import ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from digitrec.errors import DigitrecError
-from digitrec.serve.sandbox import DEFAULT_DEADLINE_S, DEFAULT_MEMORY_MB, DEFAULT_WORKERS
+from digitrec.serve.sandbox import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MEMORY_MB,
+    DEFAULT_WORKERS,
+)
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -30,9 +30,10 @@ import time
 import numpy as np
 
 from digitrec.errors import DigitrecError
-from digitrec.imaging.prepare import Prepared
-from digitrec.imaging.decode import MAX_DIGITS
+from digitrec.imaging.decode import MAX_DIGITS, MAX_STRIPS
+from digitrec.imaging.ink import STRIP_HEIGHT, STRIP_MAX_WIDTH
 from digitrec.imaging.layout import SEPARATORS
+from digitrec.imaging.prepare import Prepared
 
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
 DEFAULT_MEMORY_MB = 224  # per worker, above its baseline: 2 workers keep the server within +500 MB
@@ -41,6 +42,8 @@ QUEUE_WAIT_S = 2.0  # waiting for a free worker (or, in the server, a request th
 STARTUP_S = 60.0  # a worker not ready after this is a broken installation
 TRIM_ABOVE = 16 << 20  # a worker holding this much more than at its start gives the freed part back
 MAX_HEADER = 1 << 18  # bytes of a worker's JSON header (a line's boxes and readings)
+# A worker's whole answer: header, digits and strips at their limits.
+MAX_MESSAGE = 4 + MAX_HEADER + 4 * (MAX_DIGITS * 28 * 28 + MAX_STRIPS * STRIP_HEIGHT * (STRIP_MAX_WIDTH + 12))
 LINE, DIGIT = b"L", b"D"  # what the server asks of an image (the first byte of its message): a line, or one digit
 WORKER_CODES = {"invalid_image", "unsupported_format", "too_large", "too_costly", "no_ink"}  # what a worker may say
 
@@ -87,10 +90,11 @@ def _worker(conn, memory_bytes: int) -> None:
         del message
         digits = b""
         try:
-            prepared = prepare(data, line=line)
-            digits = prepared.digits.astype(np.float32).tobytes()
+            prepared = prepare(data, line=line, strips=line)
+            digits = prepared.digits.astype(np.float32).tobytes() + \
+                b"".join(strip.astype(np.float32).tobytes() for strip in prepared.strips)
             header = {"count": len(prepared.digits), "boxes": prepared.boxes, "readings": prepared.readings,
-                      "plan": prepared.plan}
+                      "plan": prepared.plan, "strips": [strip.shape[1] for strip in prepared.strips]}
             del prepared
         except DigitrecError as e:
             header = {"error": str(e), "code": e.code}
@@ -145,8 +149,14 @@ def _answer(header: dict, digits: bytes, line: bool) -> Prepared:
             raise DigitrecError(header["error"][:500], code=header["code"])
         raise malformed
     count, boxes = header.get("count"), header.get("boxes")
-    if type(count) is not int or not 0 <= count <= MAX_DIGITS or len(digits) != count * 28 * 28 * 4:
+    widths = header.get("strips", [])  # the sequence reader's strips, after the digits in the same bytes
+    if not isinstance(widths, list) or len(widths) > MAX_STRIPS or not all(
+            type(w) is int and 8 <= w <= STRIP_MAX_WIDTH + 12 and w % 4 == 0 for w in widths) or (widths and not line):
         raise malformed
+    if type(count) is not int or not 0 <= count <= MAX_DIGITS or \
+            len(digits) != 4 * (count * 28 * 28 + STRIP_HEIGHT * sum(widths)):
+        raise malformed
+    digits, strips = digits[:count * 28 * 28 * 4], _strips(digits[count * 28 * 28 * 4:], widths, malformed)
     if not isinstance(boxes, list) or len(boxes) != (count if line else 0) or not all(
             isinstance(box, list) and len(box) == 4 and all(type(v) is int for v in box) for box in boxes):
         raise malformed
@@ -164,20 +174,32 @@ def _answer(header: dict, digits: bytes, line: bool) -> Prepared:
         if used & seen or any(len(set(way)) != len(way) for way in piece):
             raise malformed
         seen |= used
-    plan = _plan(header.get("plan", []), len(readings), line)
+    plan = _plan(header.get("plan", []), len(readings), len(strips), line)
     if plan is None:
         raise malformed
     array = np.frombuffer(digits, np.float32).reshape(count, 28, 28).copy()
     if not (np.isfinite(array).all() and (array >= 0).all() and (array <= 1).all()) or (not line and count > 1):
         raise malformed
     return Prepared(array, tuple(tuple(box) for box in boxes),
-                    tuple(tuple(tuple(way) for way in piece) for piece in readings), plan=plan)
+                    tuple(tuple(tuple(way) for way in piece) for piece in readings), plan=plan, strips=strips)
 
 
-def _plan(plan, pieces: int, line: bool) -> tuple | None:
+def _strips(data: bytes, widths: list[int], malformed: DigitrecError) -> tuple[np.ndarray, ...]:
+    strips, at = [], 0
+    for width in widths:
+        strip = np.frombuffer(data[at:at + STRIP_HEIGHT * width * 4], np.float32).reshape(STRIP_HEIGHT, width)
+        if not (np.isfinite(strip).all() and (strip >= 0).all() and (strip <= 1).all()):
+            raise malformed
+        strips.append(strip.copy())
+        at += STRIP_HEIGHT * width * 4
+    return tuple(strips)
+
+
+def _plan(plan, pieces: int, strips: int, line: bool) -> tuple | None:
     """A worker's sheet plan (imaging.prepare.Prepared.plan: lines -> numbers -> parts) checked: each part a
-    piece's index, each piece in one place at most, or a separator [char, box, the index of the piece that
-    reads it as a digit, or -1]; None when malformed."""
+    piece's index, each piece in one place at most, a separator [char, box, the index of the piece that
+    reads it as a digit, or -1], or a run for the sequence reader ["*", its strip, its pieces, box]; None when
+    malformed."""
     if not isinstance(plan, list) or (plan and not line) or len(plan) > MAX_DIGITS:
         return None
     seen: set[int] = set()
@@ -187,17 +209,27 @@ def _plan(plan, pieces: int, line: bool) -> tuple | None:
         seen.add(i)
         return ok
 
+    def box(b) -> bool:
+        return isinstance(b, list) and len(b) == 4 and all(type(v) is int for v in b)
+
     def part(p) -> bool:
         if type(p) is int:
             return piece(p)
-        return isinstance(p, list) and len(p) == 3 and p[0] in SEPARATORS and isinstance(p[1], list) and \
-            len(p[1]) == 4 and all(type(v) is int for v in p[1]) and (p[2] == -1 or piece(p[2]))
+        if isinstance(p, list) and len(p) == 4 and p[0] == "*":
+            return type(p[1]) is int and 0 <= p[1] < strips and isinstance(p[2], list) and p[2] and \
+                all(piece(i) for i in p[2]) and box(p[3])
+        return isinstance(p, list) and len(p) == 3 and p[0] in SEPARATORS and box(p[1]) and \
+            (p[2] == -1 or piece(p[2]))
 
     if not all(isinstance(numbers, list) and all(isinstance(parts, list) and all(part(p) for p in parts)
                                                  for parts in numbers) for numbers in plan):
         return None
-    return tuple(tuple(tuple(p if type(p) is int else (p[0], tuple(p[1]), p[2]) for p in parts)
-                       for parts in numbers) for numbers in plan)
+    def checked(p):
+        if type(p) is int:
+            return p
+        return ("*", p[1], tuple(p[2]), tuple(p[3])) if p[0] == "*" else (p[0], tuple(p[1]), p[2])
+
+    return tuple(tuple(tuple(checked(p) for p in parts) for parts in numbers) for numbers in plan)
 
 
 class _Worker:
@@ -301,7 +333,7 @@ class DecodePool:
             worker.conn.send_bytes((LINE if line else DIGIT) + data)
             while not worker.conn.poll(0.02):  # the answer, within the deadline
                 self._check(cancel, limit)
-            header, digits = _unframed(worker.conn.recv_bytes(4 + MAX_HEADER + MAX_DIGITS * 28 * 28 * 4))
+            header, digits = _unframed(worker.conn.recv_bytes(MAX_MESSAGE))
             healthy = header.get("retire") is False
         except (EOFError, OSError):  # the worker died: its memory limit hit it somewhere Python could not catch
             raise DigitrecError("image too costly to decode (the decoder ran out of its budget)",

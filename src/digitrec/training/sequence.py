@@ -21,21 +21,15 @@ from safetensors.torch import save_file
 
 from digitrec.data.datasets import load_split, say, split_validation
 from digitrec.data.sheets import by_class, strip_examples
+from digitrec.errors import DigitrecError
 from digitrec.files import atomic_write
+from digitrec.inference.backends import pad_strips
+from digitrec.inference.export import export_reader
 from digitrec.meta import META_KEY
 from digitrec.models import SequenceReader
 
 BATCH = 64
 EVAL_EVERY = 250
-
-
-def pad_strips(strips: list[np.ndarray]) -> torch.Tensor:
-    """Strips of different widths -> one float batch [N, 1, 32, W_max], zero (no ink) on the right."""
-    width = max(s.shape[1] for s in strips)
-    batch = np.zeros((len(strips), 1, strips[0].shape[0], width), np.float32)
-    for i, s in enumerate(strips):
-        batch[i, 0, :, :s.shape[1]] = s
-    return torch.from_numpy(batch)
 
 
 def greedy_decode(logits: torch.Tensor) -> list[list[int]]:
@@ -53,7 +47,7 @@ def greedy_decode(logits: torch.Tensor) -> list[list[int]]:
 
 
 def ctc_loss(model: SequenceReader, strips: list[np.ndarray], labels: list[list[int]]) -> torch.Tensor:
-    logits = model(pad_strips(strips))  # [N, T, 11]
+    logits = model(torch.from_numpy(pad_strips(strips)))  # [N, T, 11]
     log_probs = logits.log_softmax(-1).transpose(0, 1)  # [T, N, 11]
     lengths = torch.tensor([s.shape[1] // 4 for s in strips])
     targets = torch.tensor([d + 1 for digits in labels for d in digits])
@@ -64,7 +58,7 @@ def exact(model: SequenceReader, strips: list[np.ndarray], labels: list[list[int
     model.eval()
     with torch.no_grad():
         read = [d for s in range(0, len(strips), 256)
-                for d in greedy_decode(model(pad_strips(strips[s:s + 256])))]
+                for d in greedy_decode(model(torch.from_numpy(pad_strips(strips[s:s + 256]))))]
     model.train()
     return float(np.mean([r == t for r, t in zip(read, labels)]))
 
@@ -97,4 +91,8 @@ def train_sequence_reader(data_dir: str, out: str, steps: int = 3000, seed: int 
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta)}))
+    # What `read` and the server run: the same network in ONNX beside it, checked on the held-out numbers.
+    difference = export_reader(out, Path(out).with_suffix(".onnx"), held_out[0][:256])
+    if difference > 1e-3:
+        raise DigitrecError(f"the reader's ONNX export differs from PyTorch by {difference:.2g}", code="internal")
     return meta

@@ -61,7 +61,8 @@ async def read(request: Request, state: ServerState = Depends(server_state)):
     items = (await images_from(request, state.settings.max_bytes, many=False))[:1]
     try:
         record, = await state.runner.run(request, items, line=True,
-                                         then=lambda prepared: read_images(prepared, state.predictor))
+                                         then=lambda prepared: read_images(prepared, state.predictor,
+                                                                           reader=state.reader))
     except DigitrecError as e:  # a refusal from the analysis (e.g. too_costly), answered like the others
         raise ApiError(e.code, str(e)) from None
     return read_response(record)
