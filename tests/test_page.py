@@ -277,9 +277,7 @@ def _has_not_a_digit_threshold() -> bool:
     return _calibration().get("not_a_digit_below", 0) > 0
 
 
-@pytest.mark.parametrize("shape", ["star", pytest.param("smiley", marks=pytest.mark.xfail(
-    reason="regression since the sheet reader: a smiley drawn on the page reads as 00? (eyes apart from the smile)",
-    strict=False))])
+@pytest.mark.parametrize("shape", ["star", "smiley"])
 def test_a_drawing_that_is_no_digit(page, shape):
     if not _has_not_a_digit_threshold():
         pytest.skip("the shipped model has no not-a-digit threshold yet (trained without outlier exposure)")

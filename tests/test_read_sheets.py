@@ -183,3 +183,10 @@ def test_a_sheet_of_thousands_of_marks_is_refused_quickly():
     with pytest.raises(DigitrecError) as e:
         layout(_ink(430, 290, boxes))
     assert e.value.code == "too_costly" and time.perf_counter() - start < 1
+
+
+def test_small_marks_close_above_a_mark_are_no_line_of_their_own():
+    eyes_and_mouth = [(20, 10, 26, 30), (50, 10, 56, 30), (12, 40, 64, 66)]  # eyes 20 tall, 10 above a 26-tall mark
+    assert _shape(layout(_ink(80, 80, eyes_and_mouth))) == [["R"]]
+    two_lines = [(20, 10, 32, 40), (40, 10, 52, 40), (24, 52, 36, 82)]  # digits as tall on both lines, 12 apart
+    assert _shape(layout(_ink(100, 80, two_lines))) == [["R"], ["R"]]

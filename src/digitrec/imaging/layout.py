@@ -130,16 +130,28 @@ def _line_bands(mask: np.ndarray, marks: list[Mark]) -> list[list[Mark]]:
         [(int(starts[0]), int(ends[-1]))]
     if len(bands) > MAX_LINES:
         raise DigitrecError(f"image too costly to read (over {MAX_LINES} lines)", code="too_costly")
-    # A band of small marks only (a smiley's eyes, a detached flag) is no line: its marks join the nearest line.
     centre = {m.label: (m.box[1] + m.box[3]) / 2 - slope * ((m.box[0] + m.box[2]) / 2 - x_mid) - low for m in marks}
-    tall = [any(s <= centre[m.label] < e and m.height >= 0.5 * digit_height for m in marks) for s, e in bands]
-    bands = [band for band, is_line in zip(bands, tall) if is_line] or bands
+    bands = _lines_among(bands, marks, centre, digit_height)
     grouped: list[list[Mark]] = [[] for _ in bands]
     for mark in marks:
         cy = centre[mark.label]
         distance = [0 if s <= cy < e else min(abs(cy - s), abs(cy - e)) for s, e in bands]
         grouped[int(np.argmin(distance))].append(mark)
     return [sorted(g, key=lambda m: m.box[0]) for g in grouped if g]
+
+
+def _lines_among(bands: list, marks: list[Mark], centre: dict, digit_height: float) -> list:
+    """The bands that are lines.  A band of small marks only (a detached flag, stray dots) is none, nor is one
+    whose marks are all clearly smaller than those of the band just below or above it and close to it (a
+    smiley's eyes over its mouth): their marks join the nearest line."""
+    tallest = [max((m.height for m in marks if s <= centre[m.label] < e), default=0) for s, e in bands]
+    keep = []
+    for k, ((s, e), height) in enumerate(zip(bands, tallest)):
+        beside = [j for j in (k - 1, k + 1) if 0 <= j < len(bands)]
+        gap = lambda j: max(bands[j][0] - e, s - bands[j][1])  # noqa: E731
+        under = any(height < 0.8 * tallest[j] and gap(j) < 0.5 * tallest[j] for j in beside)
+        keep.append(height >= 0.5 * digit_height and not under)
+    return [band for band, is_line in zip(bands, keep) if is_line] or bands
 
 
 def _line(ink: Ink, labels: np.ndarray, marks: list[Mark]) -> LineLayout:
