@@ -220,7 +220,10 @@ def _separators(marks: list[Mark], labels: np.ndarray, h: float, top: float) -> 
             continue
         cy = (m.box[1] + m.box[3]) / 2 - top  # the mark's centre, from the top of the line's digits
         if m.height <= 0.45 * h and m.width <= 0.4 * h and cy > 0.65 * h:
-            found[m.label] = "," if m.height >= 1.4 * m.width and m.box[3] > top + 1.05 * h else "."
+            # A comma is taller than wide, reaches below the digits and is taller than a dot: two of the three
+            # (each alone also fits a dot drawn carelessly).
+            cues = (m.height >= 1.35 * m.width) + (m.box[3] >= top + 1.03 * h) + (m.height >= 0.34 * h)
+            found[m.label] = "," if cues >= 2 else "."
         elif m.height <= 0.3 * h and m.width >= 1.6 * m.height and m.width >= 0.3 * h and 0.2 * h < cy < 0.8 * h:
             found[m.label] = "-"
         elif m.height >= 0.6 * h and _is_slash(labels[m.box[1]:m.box[3], m.box[0]:m.box[2]] == m.label):
