@@ -13,17 +13,17 @@ import torch
 from digitrec.data.datasets import load_split, split_validation
 from digitrec.data.sheets import make_numbers
 from digitrec.inference.calibration import number_confidence
-from digitrec.inference.predict import Predictor, read_images
+from digitrec.inference.predict import Predictor, load_reader, read_images
 from digitrec.inference.reliability import fit_number_calibration
 from benchmarks.common import machine
 
 
-def numbers(predictor, images, labels, count: int, seed: int):
+def numbers(predictor, reader, images, labels, count: int, seed: int):
     """(product of digit confidences, cut, read right) per drawn number."""
     items = make_numbers(images, labels, count * 2 // 3, seed) + \
         make_numbers(images, labels, count // 3, seed + 1, kinds=("plain",), overlap=3)
     rows = []
-    for record, (text, _) in zip(read_images(items, predictor), items):
+    for record, (text, _) in zip(read_images(items, predictor, reader=reader), items):
         found = [n for line in record.lines for n in line.numbers]
         for n in found:
             product = float(np.prod([d.confidence for d in n.digits])) if n.digits else 0.0
@@ -49,9 +49,9 @@ def main() -> None:
     images, labels = validation.images.numpy(), validation.labels.numpy()
     # The two halves of the validation digits draw the fitting and the checking numbers.
     half = len(labels) // 2
-    predictor = Predictor(args.model)
-    fit = numbers(predictor, images[:half], labels[:half], args.count, seed=31)
-    check = numbers(predictor, images[half:], labels[half:], args.count, seed=41)
+    predictor, reader = Predictor(args.model), load_reader()  # as `read` runs
+    fit = numbers(predictor, reader, images[:half], labels[:half], args.count, seed=31)
+    check = numbers(predictor, reader, images[half:], labels[half:], args.count, seed=41)
     a, b, c = fit_number_calibration(*(torch.from_numpy(fit[:, k]) for k in range(3)))
     print(f"NUMBER_CALIBRATION = ({a:.4f}, {b:.4f}, {c:.4f})", flush=True)
     for name, rows in (("fitted on", fit), ("checked on", check)):

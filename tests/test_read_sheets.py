@@ -123,11 +123,11 @@ def test_numbers_with_separators_are_read(validation_digits, predictor):
 def test_a_numbers_confidence_says_how_often_it_is_right(validation_digits, predictor):
     """Numbers drawn from the validation digits with other seeds than benchmarks/read_calibration.py fitted on."""
     from digitrec.data.sheets import make_numbers
-    from digitrec.inference.predict import read_images
+    from digitrec.inference.predict import load_reader, read_images
 
     items = make_numbers(*validation_digits, 120, seed=51) + \
         make_numbers(*validation_digits, 60, seed=52, kinds=("plain",), overlap=3)
-    records = read_images(items, predictor)
+    records = read_images(items, predictor, reader=load_reader())  # as `read` reads them
     confidence = np.array([r.lines[0].numbers[0].confidence if r.lines else 0.0 for r in records])
     right = np.array([r.text == text for r, (text, _) in zip(records, items)])
     assert abs(confidence.mean() - right.mean()) < 0.08, (confidence.mean(), right.mean())

@@ -73,9 +73,10 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 # A number's confidence: the chance that all of it is read right.  The product of its digits' calibrated
 # confidences misses what cutting touching digits and finding separators get wrong, so it is mapped through
-# sigmoid(a * logit(product) + b + c * [a piece of it was cut into several digits]), fitted on numbers and
-# sheets drawn from the validation digits (`python -m benchmarks.read_calibration`, the shipped model).
-NUMBER_CALIBRATION = (0.6660, -1.7541, -0.6471)
+# sigmoid(a * logit(product) + b + c * [a piece of it was cut or read whole by the sequence reader]), fitted on
+# numbers drawn from the validation digits and read as `read` reads them, sequence reader included
+# (`python -m benchmarks.read_calibration`, the shipped model).
+NUMBER_CALIBRATION = (0.6480, -1.5560, 1.7212)
 
 
 def number_confidence(digit_confidences: list[float], cut: bool,
