@@ -103,6 +103,39 @@ def test_hollow_augmentation_draws_outlines_of_the_strokes():
     assert torch.allclose(out[~hollow], bars[~hollow], atol=1e-5)  # (an identity grid_sample, not bit-exact)
 
 
+def test_felt_tip_small_capture_and_skipped_strokes_change_their_share_of_the_images():
+    """augment.felt widens a 2 px bar to 6 px, augment.lowres softens it (and leaves no pixel above 1), and
+    augment.breaks cuts gaps into it; each for about the share asked, the other images unchanged."""
+    import torch
+
+    from digitrec.training.augment import random_affine
+    from digitrec.training.recipes import Augment
+
+    bars = torch.zeros(300, 1, 28, 28)
+    bars[:, :, 6:22, 13:15] = 1.0
+    for field, changed in (("felt", lambda out: (out[:, 0, 14] > 0.5).sum(1) == 6),
+                           ("lowres", lambda out: ((out > 0.05) & (out < 0.95)).flatten(1).any(1)),
+                           ("breaks", lambda out: (out[:, 0, 6:22, 13:15] < 0.5).flatten(1).any(1))):
+        torch.manual_seed(4)
+        out = random_affine(bars, Augment(**{field: 0.5}))
+        hit = changed(out)
+        assert 110 <= int(hit.sum()) <= 190, field
+        assert torch.allclose(out[~hit], bars[~hit], atol=1e-5) and out.max() <= 1 and out.min() >= 0, field
+    torch.manual_seed(4)
+    broken = random_affine(bars, Augment(breaks=1.0))
+    lost = bars.sum((1, 2, 3)) - broken.sum((1, 2, 3))
+    assert (lost > 0).all() and (lost < 0.8 * bars.sum((1, 2, 3))).all()  # gaps, never the whole stroke
+
+
+def test_pen_signs_are_drawn_as_ink_and_none_is_a_one():
+    from digitrec.data.outliers import PEN_SIGNS, _looks_like_a_one, draw_pen_sign, to_digit_space
+
+    rng = np.random.default_rng(5)
+    signs = [to_digit_space(draw_pen_sign(rng, int(rng.integers(56, 129)))) for _ in range(10 * len(PEN_SIGNS))]
+    assert all(d is not None and d.max() > 200 for d in signs)
+    assert sum(_looks_like_a_one(d) for d in signs) <= 0.05 * len(signs)
+
+
 def test_icon_outliers_are_ink_and_not_one_thin_bar():
     """Every family of the `icons` outliers draws something the preprocessing keeps, and no family is a 1."""
     from digitrec.data.outliers import _looks_like_a_one, draw_icon, to_digit_space

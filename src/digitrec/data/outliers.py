@@ -2,7 +2,7 @@
 
 Every outlier is drawn as a person would present it (dark marks on light paper, at some size and angle) and
 then goes through the same `preprocess.find_ink` + `to_mnist` as a real request, so the network learns on what
-it will actually be shown.  Five kinds, all synthesised from allowed sources:
+it will actually be shown.  Six kinds, all synthesised from allowed sources:
 
 - letters and signs from the machine's printed fonts, DejaVu, Liberation and FreeFont (never handwriting
   fonts: those are how the project checks that it generalises), distorted, leaving out shapes that *are*
@@ -13,7 +13,9 @@ it will actually be shown.  Five kinds, all synthesised from allowed sources:
   shaft with a pointed head, a roof or canopy on a centred post, a few small shapes apart), the kinds of
   doodle that the first outlier kinds left a network reading as a 0, 1 or 4;
 - clothing photos: Fashion-MNIST's training split, as dark objects on light paper;
-- two MNIST training digits drawn over each other.
+- two MNIST training digits drawn over each other;
+- signs and letters written with a pen, stroke by stroke (PEN_SIGNS: + x ÷ = % # ? $ & @, a check mark,
+  arrows, u y Y h H n m w k e r; no a, whose short-stemmed form is a 9), the handwritten forms printed fonts lack.
 
 The banks are made once per data folder (about a minute) and cached in DATA_DIR/outliers/.  So is a bank of
 digits printed in the same fonts (make_printed_digits), labelled, which recipes may mix into their
@@ -35,9 +37,10 @@ from digitrec.data.datasets import load_split, say, validation_indices
 from digitrec.errors import DigitrecError
 from digitrec.imaging.ink import find_ink, to_mnist
 
-BANK_VERSION = 4  # 3: icons added (2 was an experiment that never shipped); 4: Liberation and FreeFont, no Λ
+BANK_VERSION = 5  # 3: icons added (2 was an experiment that never shipped); 4: Liberation and FreeFont, no Λ;
+# 5: signs and letters written with a pen (PEN_SIGNS)
 TRAIN_BANK, VAL_BANK = 24_000, 2_000  # outliers made for training, and held out for choosing the threshold
-KINDS = ("letters", "scribbles", "icons", "clothing", "pairs")
+KINDS = ("letters", "scribbles", "icons", "clothing", "pairs", "signs")
 # Letters and signs whose handwritten forms are not digits.  Left out: O o Q D (0), I l i j J | ! / \ ( ) [ ] (1),
 # Z z ? (2), S s $ (5), b G (6), T t (7), B (8), g q P (9), y Y (4), and Λ, a European 1 with a long flag.
 NOT_DIGIT_CHARS = ("ACEFHKLMNRUVWXacefhkmnruvwx" "#%&*+=@<>{}~" "αβγδλμπσφψωΓΔΞΠΣΦΨΩ" "жшщыюяфдЖШЩЫЮЯФДЛ" "€£¥§¶©®")
@@ -298,6 +301,64 @@ def _draw_small_shapes(rng: np.random.Generator, draw: ImageDraw.ImageDraw, side
             draw.polygon([(x - s, y + s), (x, y - s), (x + s, y + s)], outline=ink, width=max(2, width - 1))
 
 
+def _arc(cx: float, cy: float, rx: float, ry: float, a0: float, a1: float) -> list[tuple[float, float]]:
+    """Points of an elliptic arc in the unit square, from angle a0 to a1 in degrees (0: right, 90: down)."""
+    t = np.radians(np.linspace(a0, a1, max(4, int(abs(a1 - a0) / 20))))
+    return list(zip(cx + rx * np.cos(t), cy + ry * np.sin(t)))
+
+
+# Signs and letters as a pen writes them: strokes of points in the unit square (y down).  The trust issue's
+# confident errors were these, in other hands: arrows read as 7, u, y, Y and H as 4, h as 6, ? as 7 or 3, $ as 5,
+# & as 8.  Each keeps what tells it from the digit it resembles: the ? its dot, the $ its bar through the S, the
+# & its crossing tail, the y its stroke below the line, the h its open top.  (Font letters come from printed
+# faces above; these are the handwritten forms the fonts do not have.)
+PEN_SIGNS: dict[str, tuple[list[tuple[float, float]], ...]] = {
+    "+": ([(0.5, 0.15), (0.5, 0.85)], [(0.15, 0.5), (0.85, 0.5)]),
+    "x": ([(0.2, 0.2), (0.8, 0.8)], [(0.8, 0.2), (0.2, 0.8)]),
+    "÷": ([(0.15, 0.5), (0.85, 0.5)], _arc(0.5, 0.25, 0.05, 0.05, 0, 360), _arc(0.5, 0.75, 0.05, 0.05, 0, 360)),
+    "=": ([(0.15, 0.38), (0.85, 0.38)], [(0.15, 0.62), (0.85, 0.62)]),
+    "%": ([(0.8, 0.15), (0.2, 0.85)], _arc(0.27, 0.25, 0.1, 0.1, 0, 360), _arc(0.73, 0.75, 0.1, 0.1, 0, 360)),
+    "#": ([(0.38, 0.1), (0.32, 0.9)], [(0.68, 0.1), (0.62, 0.9)], [(0.15, 0.35), (0.85, 0.35)],
+          [(0.12, 0.65), (0.82, 0.65)]),
+    "?": (_arc(0.5, 0.3, 0.25, 0.2, 180, 420) + [(0.5, 0.65)], _arc(0.5, 0.88, 0.04, 0.04, 0, 360)),
+    "$": (_arc(0.5, 0.33, 0.22, 0.17, -30, 270) + _arc(0.5, 0.67, 0.22, 0.17, -90, 150), [(0.5, 0.05), (0.5, 0.95)]),
+    "&": ([(0.85, 0.9), (0.3, 0.35)] + _arc(0.42, 0.25, 0.13, 0.13, 150, 400) + [(0.2, 0.7)]
+          + _arc(0.4, 0.72, 0.2, 0.18, 180, 360) + [(0.8, 0.5)],),
+    "@": (_arc(0.5, 0.5, 0.14, 0.16, 0, 360), _arc(0.5, 0.5, 0.38, 0.38, 20, 380) + [(0.64, 0.62)]),
+    "check": ([(0.15, 0.55), (0.4, 0.85), (0.9, 0.1)],),
+    "arrow": ([(0.1, 0.5), (0.9, 0.5)], [(0.65, 0.3), (0.9, 0.5), (0.65, 0.7)]),
+    "u": ([(0.2, 0.3)] + _arc(0.5, 0.55, 0.3, 0.3, 180, 0)[::-1] + [(0.8, 0.3), (0.82, 0.85)],),
+    "y": ([(0.2, 0.2), (0.5, 0.55)], [(0.8, 0.2), (0.45, 0.75), (0.35, 0.95)]),
+    "Y": ([(0.2, 0.15), (0.5, 0.5)], [(0.8, 0.15), (0.5, 0.5), (0.5, 0.9)]),
+    "h": ([(0.25, 0.05), (0.25, 0.9)], [(0.25, 0.6)] + _arc(0.5, 0.6, 0.25, 0.2, 180, 360) + [(0.75, 0.9)]),
+    "H": ([(0.2, 0.1), (0.2, 0.9)], [(0.8, 0.1), (0.8, 0.9)], [(0.2, 0.5), (0.8, 0.5)]),
+    "n": ([(0.2, 0.3), (0.2, 0.85)], [(0.2, 0.5)] + _arc(0.5, 0.5, 0.3, 0.2, 180, 360) + [(0.8, 0.85)]),
+    "m": ([(0.1, 0.3), (0.1, 0.8)], _arc(0.3, 0.5, 0.2, 0.2, 180, 360) + [(0.5, 0.8)],
+          _arc(0.7, 0.5, 0.2, 0.2, 180, 360) + [(0.9, 0.8)]),
+    "w": ([(0.1, 0.2), (0.3, 0.8), (0.5, 0.35), (0.7, 0.8), (0.9, 0.2)],),
+    "k": ([(0.25, 0.05), (0.25, 0.9)], [(0.75, 0.3), (0.25, 0.6), (0.8, 0.9)]),
+    "e": ([(0.2, 0.5), (0.8, 0.5)] + _arc(0.5, 0.5, 0.3, 0.3, 0, -300),),
+    "r": ([(0.3, 0.3), (0.3, 0.9)], [(0.3, 0.55)] + _arc(0.55, 0.5, 0.25, 0.2, 180, 300)),
+}
+
+
+def draw_pen_sign(rng: np.random.Generator, side: int = 96) -> Image.Image:
+    """One of PEN_SIGNS, written: its points moved a little (a hand is never exact), scaled, slanted, turned
+    (an arrow to any direction, the rest by up to 20 degrees), with a pen 2-10% of the side wide."""
+    paper, draw = _paper(rng, side)
+    name = str(rng.choice(list(PEN_SIGNS)))
+    turn = rng.uniform(0, 2 * math.pi) if name == "arrow" else math.radians(rng.uniform(-20, 20))
+    slant, size = rng.uniform(-0.3, 0.3), side * rng.uniform(0.5, 0.8)
+    wide = size * rng.uniform(0.7, 1.1)
+    ink, width = _ink(rng), int(rng.integers(max(2, side // 50), max(3, side // 10)))
+    for stroke in PEN_SIGNS[name]:
+        pts = np.asarray(stroke) - 0.5 + rng.normal(0, 0.025, (len(stroke), 2))
+        x, y = (pts[:, 0] + slant * pts[:, 1]) * wide, pts[:, 1] * size
+        x, y = x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)
+        draw.line(list(zip(side / 2 + x, side / 2 + y)), fill=ink, width=width, joint="curve")
+    return paper
+
+
 def draw_clothing(rng: np.random.Generator, image: np.ndarray) -> Image.Image:
     """A Fashion-MNIST item (white on black, 28x28) as a photo of a dark object on light paper."""
     side = int(rng.integers(56, 113))
@@ -324,7 +385,7 @@ def _looks_like_a_one(digit: np.ndarray) -> bool:
 
 def make_outliers(n: int, data_dir: str | os.PathLike, part: str = "train", seed: int = 0,
                   log=say) -> np.ndarray:
-    """n outliers (uint8 [n, 28, 28]), a fifth of each kind.  part="train" draws clothing and digit pairs from
+    """n outliers (uint8 [n, 28, 28]), as many of each kind.  part="train" draws clothing and digit pairs from
     the training images that recipes train on; part="val" from those held out (clothing: the last 10,000 of
     Fashion-MNIST's training split; pairs: the validation carve of MNIST), with another seed."""
     if part not in ("train", "val"):
@@ -348,6 +409,8 @@ def make_outliers(n: int, data_dir: str | os.PathLike, part: str = "train", seed
             paper = draw_scribble(rng, int(rng.integers(56, 129)))
         elif kind == "icons":
             paper = draw_icon(rng, int(rng.integers(56, 129)))
+        elif kind == "signs":
+            paper = draw_pen_sign(rng, int(rng.integers(56, 129)))
         elif kind == "clothing":
             paper = draw_clothing(rng, fashion[rng.integers(len(fashion))])
         else:

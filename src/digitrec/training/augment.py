@@ -1,6 +1,7 @@
 """Augmentation of whole batches on the batch's device: per image one random affine map and, if the recipe asks,
 a smooth elastic warp, applied with a single affine_grid + grid_sample call; then an optional random change of
-stroke weight, and outlines instead of strokes for a share of the images.  Before that, for labelled digits, the
+stroke weight, outlines instead of strokes, felt tips, small captures scaled up and skipped strokes, each for a
+share of the images.  Before that, for labelled digits, the
 strokes European hands add (flags on 1s, crossbars through 7s).  No per-sample Python, no extra dependency."""
 
 from __future__ import annotations
@@ -49,7 +50,63 @@ def random_affine(x: torch.Tensor, aug: Augment) -> torch.Tensor:
         bold = F.max_pool2d(out, 3, 1, 1)
         outline = ((bold + F.max_pool2d(-bold, 3, 1, 1)) * 2).clamp(0, 1)
         out = torch.where((torch.rand(n, device=x.device) < aug.hollow).view(n, 1, 1, 1), outline, out)
-    return out
+    return other_pens_and_captures(out, aug)
+
+
+def other_pens_and_captures(x: torch.Tensor, aug: Augment) -> torch.Tensor:
+    """Felt tips, small captures scaled up, and pens that skip, each on its own random share of x [N, 1, H, W]
+    (augment.felt, lowres, breaks).  Each draws from the global RNG only when asked, so recipes without them
+    keep their runs; each works on its chosen images only."""
+    n = x.shape[0]
+    for share, change in ((aug.felt, felt_tip), (aug.lowres, small_capture), (aug.breaks, skipped_strokes)):
+        if share > 0:
+            chosen = torch.rand(n, device=x.device) < share
+            if chosen.any():
+                x = x.clone()
+                x[chosen] = change(x[chosen])
+    return x
+
+
+def felt_tip(x: torch.Tensor) -> torch.Tensor:
+    """A dilation by a disc of radius 2 (a 3x3 square and a 5-long cross): a 2-3 px MNIST stroke becomes 5-6 px,
+    a felt tip's width at this scale, and small loops nearly close.  (A full 5x5 square closed the gaps of 5s
+    into 6s; the 3x3 change of `thickness` covers the widths between.)"""
+    return torch.maximum(F.max_pool2d(x, 3, 1, 1),
+                         torch.maximum(F.max_pool2d(x, (5, 1), 1, (2, 0)), F.max_pool2d(x, (1, 5), 1, (0, 2))))
+
+
+def small_capture(x: torch.Tensor) -> torch.Tensor:
+    """Every image of x as if its digit (20 of the 28 px) had been captured 8-16 px tall, averaged down by area,
+    scaled back up bilinearly and its contrast stretched again (what a phone makes of a small digit); half of
+    them thresholded back to hard strokes, as an app that binarises its photos does.  One interpolate pair per
+    capture size, not per image."""
+    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    sizes = torch.randint(8, 17, (n,), device=x.device) * h // 20  # image side for a digit 8-16 px tall
+    out = x.clone()
+    for size in sizes.unique().tolist():
+        pick = sizes == size
+        small = F.interpolate(x[pick], size=(size, size), mode="area")
+        out[pick] = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    out = (out / out.amax((2, 3), keepdim=True).clamp(min=1e-3)).clamp(0, 1)
+    hard = (torch.rand(n, device=x.device) < 0.5).view(n, 1, 1, 1)
+    return torch.where(hard, ((out - 0.35) / 0.3).clamp(0, 1), out)
+
+
+def skipped_strokes(x: torch.Tensor) -> torch.Tensor:
+    """Every image of x with one to three gaps, 1-2 px in radius, cut across its strokes at inked points drawn
+    at random (a pen that skips, faint ink; a loop left open).  Images without ink are left as they are."""
+    n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+    ink = (x[:, 0] > 0.5).flatten(1).to(x.dtype)
+    where = torch.multinomial(ink + 1e-6, 3)  # [N, 3] flat pixel indices, inked ones almost surely
+    centres = torch.stack([where % w, where // w], -1).to(x.dtype)  # [N, 3, 2] as x, y
+    radius = 1.0 + torch.rand(n, 3, device=x.device, dtype=x.dtype)
+    radius = radius * (torch.arange(3, device=x.device) < torch.randint(1, 4, (n, 1), device=x.device))
+    ys, xs = torch.meshgrid(torch.arange(h, device=x.device, dtype=x.dtype),
+                            torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
+    distance = ((xs[None, None] - centres[..., 0, None, None]) ** 2
+                + (ys[None, None] - centres[..., 1, None, None]) ** 2).sqrt()  # [N, 3, H, W]
+    keep = (distance - radius[..., None, None]).clamp(0, 1).amin(1)  # 0 inside a gap, a soft 1 px edge
+    return x * keep[:, None]
 
 
 def _strokes(h: int, w: int, start: torch.Tensor, end: torch.Tensor, pen: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,9 @@ LIMITS: dict[str, tuple[Callable[[typing.Any], bool], str]] = {
     "augment.aspect": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "augment.shear": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "augment.euro": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "augment.felt": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "augment.lowres": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "augment.breaks": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "outliers": (lambda v: 0 <= v <= 4, "in [0, 4] non-digits per digit"),
     "outlier_weight": (lambda v: v >= 0, "zero or positive"),
     "printed": (lambda v: 0 <= v <= 1, "in [0, 1] printed digits per digit"),
@@ -83,6 +86,14 @@ class Augment:
     # This share of the MNIST 1s given a flag (and some a foot), and of the 7s a crossbar, as European hands
     # write them: MNIST's (US) writers rarely did, and two handwriting fonts' flagged 1s were read as 7s.
     euro: float = 0.0
+    # Pens and captures MNIST's scans never show (the trust-shift issue: blobby felt-tip digits, small digits
+    # photographed and scaled up, strokes broken by faint ink were the confident errors on other people's digits).
+    # This share drawn with a felt tip (up to a 5x5 dilation: strokes 5-7 px wide, loops nearly closed) ...
+    felt: float = 0.0
+    # ... captured at 8-16 px of digit height and scaled back up (soft, blocky strokes) ...
+    lowres: float = 0.0
+    # ... and with one to three gaps cut across the stroke (a pen that skips; 0s, 6s and 9s left open).
+    breaks: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self, "augment.")
@@ -91,7 +102,8 @@ class Augment:
     def enabled(self) -> bool:
         """Whether random_affine has work to do (euro is applied apart, by european_strokes, to digits only)."""
         return self.degrees > 0 or self.translate > 0 or self.scale != (1.0, 1.0) or self.thickness > 0 \
-            or self.elastic > 0 or self.hollow > 0 or self.aspect > 0 or self.shear > 0
+            or self.elastic > 0 or self.hollow > 0 or self.aspect > 0 or self.shear > 0 \
+            or self.felt > 0 or self.lowres > 0 or self.breaks > 0
 
 
 @dataclass(frozen=True)
