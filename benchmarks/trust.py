@@ -1,6 +1,7 @@
 """How far to trust a model (`make bench-trust`): calibration on MNIST's test set, verdicts on digits and
-non-digits it never trained on (benchmarks/wild.py), lines of handwritten digits, and the project's
-people's-images set (tests/synth.py, MNIST test digits as photos, scans and canvases).
+non-digits it never trained on (benchmarks/wild.py), lines of handwritten digits, the project's
+people's-images set (tests/synth.py, MNIST test digits as photos, scans and canvases), and the shifted sets
+(benchmarks/shifted.py: validation digits and non-digits made by processes training never imitated).
 
     python -m benchmarks.trust [--model M] [--data-dir data] [--json out.json] [--picture out.png] [--quick]
 """
@@ -18,17 +19,24 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine
+from benchmarks.shifted import (
+    DIGIT_SETS,
+    DOODLE_KINDS,
+    SEEDS,
+    doodles_other_procedure,
+    signs_and_letters_handwritten,
+    validation_digits,
+)
 from benchmarks.wild import DEBIAN_FONTS, handwriting_fonts, later_doodles, wild_digits, wild_lines, wild_non_digits
 from digitrec.data.datasets import load_split, to_float
 from digitrec.errors import DigitrecError
 from digitrec.inference.backends import evaluate_split, predictive_model
 from digitrec.inference.predict import Predictor, default_model_path, predict_images, read_images
 from digitrec.inference.records import as_dicts
-from digitrec.inference.reliability import calibration_report
+from digitrec.inference.reliability import ECE_BINS, calibration_report
 from digitrec.modelfile import load_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from synth import variants  # noqa: E402  (the people's-images set of the test suite)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # for synth (imported in main)
 
 
 def share(records: list[dict], verdicts: set[str]) -> float:
@@ -47,7 +55,17 @@ def non_digit_figures(kinds: list[str], records: list[dict]) -> dict:
                              "not_a_digit": share(v, {"not_a_digit"})} for k, v in sorted(by_kind.items())}}
 
 
-def draw_gallery(items: list[tuple[bytes, dict]], path: str) -> None:
+GALLERY_TITLE = "Digits in handwriting fonts (top) and things that are not digits (bottom), as digitrec answers"
+# What the trust issue allows (printed beside the shifted sets' rows): on real digits, top answer right, not
+# answered as a digit (uncertain, not a digit, no ink, error), answered as a digit and wrong, called not a digit;
+# on non-digits, answered as a confident digit.
+SHIFT_TARGETS = {"right": (">=", 0.985), "not_answered": ("<=", 0.03), "answered_wrong": ("<=", 0.003),
+                 "not_a_digit": ("<=", 0.005), "confident_digit": ("<=", 0.03)}
+DIGIT_TARGETS = ("right", "not_answered", "answered_wrong", "not_a_digit")
+SET_COVERAGE = 0.99  # the prediction sets reported on every digit set (`--sets`' default)
+
+
+def draw_gallery(items: list[tuple[bytes, dict]], path: str, title: str = GALLERY_TITLE) -> None:
     """Images as given, each titled with what digitrec answered (green digit, orange uncertain, red not a digit)."""
     import io
 
@@ -68,11 +86,118 @@ def draw_gallery(items: list[tuple[bytes, dict]], path: str) -> None:
         said = {"digit": f"{r['digit']}", "uncertain": f"{r['digit']}?", "not_a_digit": "not a digit"}.get(
             r["verdict"], r["verdict"])
         ax.set_title(f"{said} {r['confidence']:.2f}", fontsize=8, color=colours[r["verdict"]])
-    fig.suptitle("Digits in handwriting fonts (top) and things that are not digits (bottom), as digitrec answers",
-                 fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def ece_of(confidences: list[float], correct: list[bool], bins: int = ECE_BINS) -> float:
+    """Expected calibration error from each answer's confidence and whether it was right: the equal-width bins
+    of reliability.expected_calibration_error (the same figure as from the probabilities, whose top one is the
+    confidence and whose argmax is the answer)."""
+    c, ok = np.asarray(confidences, float), np.asarray(correct, float)
+    index = np.minimum((c * bins).astype(int), bins - 1)
+    return float(sum((index == b).sum() * abs(ok[index == b].mean() - c[index == b].mean())
+                     for b in range(bins) if (index == b).any()) / max(1, len(c)))
+
+
+def digit_set_figures(records: list[dict], labels: list[int]) -> dict:
+    """One shifted digit set's row: top answer right; not answered as a digit (uncertain, not a digit, no ink,
+    error); answered as a digit and wrong; called not a digit; ECE over the images that got probabilities."""
+    top = [r["topk"][0][0] if r["topk"] else None for r in records]
+    right = [t == y for t, y in zip(top, labels)]
+    had = [i for i, r in enumerate(records) if r["topk"]]
+    row = {"n": len(records), "right": float(np.mean(right)),
+           "not_answered": share(records, {"uncertain", "not_a_digit", "no_ink", "error"}),
+           "answered_wrong": float(np.mean([r["verdict"] == "digit" and r["digit"] != y
+                                            for r, y in zip(records, labels)])),
+           "not_a_digit": share(records, {"not_a_digit"}),
+           "ece": ece_of([records[i]["confidence"] for i in had], [right[i] for i in had])}
+    if any("set" in r for r in records):  # prediction sets at SET_COVERAGE: how often they hold the digit
+        row["set_coverage"] = float(np.mean([y in r.get("set", []) for r, y in zip(records, labels)]))
+        row["set_size"] = float(np.mean([len(r.get("set", [])) for r in records]))
+    return row
+
+
+def selective_figures(probabilities: torch.Tensor, labels: torch.Tensor, calibration) -> dict:
+    """What `--sets` (at 0.99 and 0.999) and `--max-error` (0.001, 0.01) give on a labelled split, with the
+    model's tables fitted on the validation digits; empty for a model without them."""
+    out: dict = {}
+    confidence, right = probabilities.max(1).values, probabilities.argmax(1) == labels
+    if calibration.conformal_scores:
+        out["sets"] = {}
+        for coverage in (0.99, 0.999):
+            inside = probabilities >= calibration.answering(coverage=coverage).set_at_least - 1e-9
+            size = inside.sum(1).double()
+            out["sets"][str(coverage)] = {"coverage": inside.gather(1, labels[:, None]).double().mean().item(),
+                                          "size": size.mean().item(), "empty": (size == 0).double().mean().item(),
+                                          "several": (size > 1).double().mean().item()}
+    if calibration.risk:
+        out["max_error"] = {}
+        for max_error in (0.001, 0.01):
+            kept = confidence >= max(calibration.threshold_for(max_error), calibration.not_a_digit_below)
+            out["max_error"][str(max_error)] = {"kept": kept.double().mean().item(),
+                                                "wrong": (~right[kept]).double().mean().nan_to_num().item()}
+    return out
+
+
+def _target(key: str) -> str:
+    sign, value = SHIFT_TARGETS[key]
+    return f"{sign}{value:.1%}"
+
+
+def _misses(row: dict, keys: tuple[str, ...]) -> str:
+    """Which of the targets `keys` the row misses."""
+    missed = [k for k in keys if (row[k] < SHIFT_TARGETS[k][1] if SHIFT_TARGETS[k][0] == ">=" else
+                                  row[k] > SHIFT_TARGETS[k][1])]
+    return "misses: " + ", ".join(missed) if missed else "meets all"
+
+
+def shifted_sets(predictor: Predictor, data_dir: str, quick: bool) -> tuple[dict, list]:
+    """The shifted sets' figures (benchmarks/shifted.py), printed as rows, and four images of each set with
+    their answers for the gallery."""
+    images, labels = validation_digits(data_dir)
+    n = 40 if quick else 300
+    with_sets = predictor.answering(coverage=SET_COVERAGE) if predictor.calibration.conformal_scores else predictor
+    out: dict = {"targets": {k: list(v) for k, v in SHIFT_TARGETS.items()}, "digits": {}, "non_digits": {}}
+    gallery, every_record, every_label = [], [], []
+    print(f"\nshifted digit sets (MNIST validation digits, images made by processes training never imitated):\n"
+          f"  {'set':<22}{'n':>5}{'right':>9}{'not answ.':>11}{'ans. wrong':>12}{'not digit':>11}{'ECE':>8}"
+          f"{'set cov.':>10}{'set size':>9}\n"
+          f"  {'target':<22}{'':>5}{_target('right'):>9}{_target('not_answered'):>11}"
+          f"{_target('answered_wrong'):>12}{_target('not_a_digit'):>11}")
+    for name, make in [*DIGIT_SETS.items(), ("shifted digits (all)", None)]:
+        if make is None:
+            records, ys = every_record, every_label
+        else:
+            items = make(np.random.default_rng(SEEDS[name]), images, labels, n)
+            records = as_dicts(predict_images([(f"{name}-{k}", data) for k, (_, data) in enumerate(items)],
+                                              with_sets))
+            ys = [y for y, _ in items]
+            every_record, every_label = every_record + records, every_label + ys
+            gallery += [(data, r) for (_, data), r in list(zip(items, records))[:4]]
+        row = out["digits"][name] = digit_set_figures(records, ys)
+        sets = f"{row['set_coverage']:>10.2%}{row['set_size']:>9.3f}" if "set_size" in row else ""
+        print(f"  {name:<22}{row['n']:>5}{row['right']:>9.2%}{row['not_answered']:>11.2%}"
+              f"{row['answered_wrong']:>12.2%}{row['not_a_digit']:>11.2%}{row['ece']:>8.2%}{sets}  "
+              f"{_misses(row, DIGIT_TARGETS)}")
+    print(f"shifted non-digit sets (target: confident digit {_target('confident_digit')}):")
+    for name, items in (("signs_and_letters_handwritten", signs_and_letters_handwritten(
+            np.random.default_rng(SEEDS["signs_and_letters_handwritten"]), n)),
+            ("doodles_other_procedure", doodles_other_procedure(
+                np.random.default_rng(SEEDS["doodles_other_procedure"]), n // len(DOODLE_KINDS)))):
+        records = as_dicts(predict_images([(kind, data) for kind, data in items], predictor))
+        gallery += [(data, r) for (_, data), r in list(zip(items, records))[::max(1, len(items) // 6)][:6]]
+        answers = collections.Counter(r["digit"] for r in records if r["verdict"] == "digit").most_common(5)
+        row = out["non_digits"][name] = {
+            "n": len(records), "confident_digit": share(records, {"digit"}),
+            "not_a_digit": share(records, {"not_a_digit"}), "top_confident_answers": [list(a) for a in answers],
+            "per_kind": non_digit_figures([kind for kind, _ in items], records)["per_kind"]}  # per glyph, per doodle
+        print(f"  {name} ({row['n']}): confident digit {row['confident_digit']:.1%}, not a digit "
+              f"{row['not_a_digit']:.1%}; most common confident answers: "
+              f"{', '.join(f'{d} ({c})' for d, c in answers) or 'none'}  {_misses(row, ('confident_digit',))}")
+    return out, gallery
 
 
 def main() -> None:
@@ -105,10 +230,16 @@ def main() -> None:
     figures["mnist_test"] = {"accuracy": accuracy, **cal,
                              "flagged": float((top < predictor.calibration.uncertain_below).double().mean()),
                              "not_a_digit": float((top < predictor.calibration.not_a_digit_below).double().mean())}
+    figures["mnist_test"].update(selective_figures(probabilities, test.labels, predictor.calibration))
     m = figures["mnist_test"]
     print(f"\nMNIST test (10,000): accuracy {m['accuracy']:.2f}%, ECE {m['ece']:.2%}, NLL {m['nll']:.4f}, Brier "
           f"{m['brier']:.4f}, mean confidence {m['mean_confidence']:.2%}; flagged {m['flagged']:.2%}, "
           f"not a digit {m['not_a_digit']:.2%}")
+    for key, row in m.get("sets", {}).items():
+        print(f"  prediction sets at coverage {key}: hold the digit {row['coverage']:.2%}, {row['size']:.3f} digits "
+              f"a set ({row['empty']:.2%} empty, {row['several']:.2%} of two or more)")
+    for key, row in m.get("max_error", {}).items():
+        print(f"  --max-error {key}: {row['kept']:.2%} answered, {row['wrong']:.3%} of them wrong")
 
     rng = np.random.default_rng(2026)
     # 2. Digits in the wild (handwriting fonts).
@@ -171,6 +302,8 @@ def main() -> None:
               f"{np.mean(count):.1%}")
 
     # 5. People's images made from MNIST test digits (the test suite's kinds).
+    from synth import variants  # the people's-images set of the test suite (tests/, on sys.path above)
+
     images, labels = [], []
     pick = np.random.default_rng(7).choice(len(test), 60 if a.quick else 300, replace=False)
     for i in pick:
@@ -185,8 +318,14 @@ def main() -> None:
     q = figures["people_images"]
     print(f"\npeople's images of MNIST test digits ({q['n']}, 11 kinds): right {q['accuracy']:.2%}, flagged "
           f"{q['flagged']:.2%}, not a digit {q['not_a_digit']:.2%}")
+
+    # 6. The shifted sets (own seeds: the sets above stay the same images).
+    figures["shifted"], shifted_gallery = shifted_sets(predictor, a.data_dir, a.quick)
     if a.picture:
         draw_gallery(gallery, a.picture)
+        picture = Path(a.picture)
+        draw_gallery(shifted_gallery, str(picture.with_name(f"{picture.stem}-shifted{picture.suffix or '.png'}")),
+                     "Shifted sets (benchmarks/shifted.py): four of each digit set, six of each non-digit set")
     figures["seconds"] = time.perf_counter() - started
     print(f"\n{figures['seconds']:.0f} s")
     if a.json:

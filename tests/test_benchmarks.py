@@ -3,6 +3,7 @@
 import io
 
 import numpy as np
+import pytest
 
 from benchmarks.common import time_to_target
 from digitrec.inference.records import as_dicts
@@ -59,3 +60,65 @@ def test_every_benchmark_imports():
     for name in names:
         importlib.import_module(f"benchmarks.{name}")
     assert "infer" in names and "serve" in names
+
+
+def _decoded(data: bytes):
+    from PIL import Image
+
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def test_shifted_digit_sets_give_the_promised_images_and_labels(mnist_dir):
+    """benchmarks.shifted (the trust benchmark's shifted sets): every digit set gives n PNG photos of validation
+    digits, 60-260 px on a side, with the labels it promises (european: 1s and 7s, half each; open_loops: 0, 6, 9),
+    the same images from the same seed."""
+    from benchmarks.shifted import DIGIT_SETS, SEEDS, validation_digits
+
+    images, labels = validation_digits(mnist_dir)
+    assert len(images) == len(labels) == 5000
+    promised = {"european": {1, 7}, "open_loops": {0, 6, 9}}
+    for name, make in DIGIT_SETS.items():
+        items = make(np.random.default_rng(SEEDS[name]), images, labels, 6)
+        assert len(items) == 6, name
+        assert {y for y, _ in items} <= promised.get(name, set(range(10))), name
+        for _, data in items:
+            image = _decoded(data)
+            assert image.mode == "RGB" and 60 <= max(image.size) <= 260, (name, image.size)
+        assert items == make(np.random.default_rng(SEEDS[name]), images, labels, 6), name
+    european = DIGIT_SETS["european"](np.random.default_rng(0), images, labels, 6)
+    assert sorted(y for y, _ in european) == [1, 1, 1, 7, 7, 7]
+
+
+def test_shifted_non_digit_sets_give_the_promised_kinds():
+    """The shifted non-digit sets: signs and letters in handwriting fonts (only glyphs the fonts have, none of
+    those left out as digit-shaped) and doodles of each kind, as PNG photos."""
+    from benchmarks.shifted import (
+        DOODLE_KINDS,
+        LEFT_OUT,
+        LETTERS,
+        SIGNS,
+        doodles_other_procedure,
+        font_glyphs,
+        signs_and_letters_handwritten,
+    )
+    from benchmarks.wild import handwriting_fonts
+
+    doodles = doodles_other_procedure(np.random.default_rng(1), 2)
+    assert [kind for kind, _ in doodles] == [kind for kind in DOODLE_KINDS for _ in range(2)]
+    for _, data in doodles:
+        _decoded(data)
+    if not handwriting_fonts():
+        pytest.skip("no handwriting fonts (make fonts)")
+    left_out = "".join(LEFT_OUT).replace(" ", "")
+    assert not set(SIGNS + LETTERS) & set(left_out)
+    assert all(set(font_glyphs(f)) <= set(SIGNS + LETTERS) for f in handwriting_fonts())
+    assert "\ue000" not in font_glyphs(handwriting_fonts()[0], "A\ue000")  # a glyph no font has is skipped
+    items = signs_and_letters_handwritten(np.random.default_rng(2), 9)
+    assert len(items) == 9
+    for kind, data in items:
+        what, ch = kind.split(" ")
+        assert (what, ch in SIGNS, ch in LETTERS) in (("sign", True, False), ("letter", False, True)), kind
+        _decoded(data)
