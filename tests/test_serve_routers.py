@@ -120,6 +120,27 @@ def test_a_bad_query_parameter_is_invalid_request(client):
 
 
 @pytest.mark.mnist
+def test_sets_and_max_error_are_asked_in_the_query(client, digits):
+    """?sets=true adds each answer's prediction set (predict, batch and read alike); ?max_error and ?coverage out
+    of range are refused as invalid_request, naming the parameter; without them the answers have no set."""
+    image, label = digits[0]
+    plain = client.post("/v1/predict", content=image, headers=PNG).json()
+    assert "set" not in plain
+    asked = client.post("/v1/predict?sets=true&coverage=0.999&max_error=0.001", content=image, headers=PNG).json()
+    assert asked["set"] == [label] and asked["digit"] == label
+    files = [("files", (f"d{i}.png", d, "image/png")) for i, (d, _) in enumerate(digits[:3])]
+    batch = client.post("/v1/predict/batch?sets=true", files=files).json()["results"]
+    assert [r["set"] for r in batch] == [[y] for _, y in digits[:3]]
+    read = client.post("/v1/read?sets=true", content=image, headers=PNG).json()
+    assert read["digits"][0]["set"] == [label] and read["lines"][0]["numbers"][0]["digits"][0]["set"] == [label]
+    assert "set" not in client.post("/v1/read", content=image, headers=PNG).json()["digits"][0]
+    for query, name in (("sets=true&coverage=0.5", "coverage"), ("max_error=1.5", "max_error"),
+                        ("max_error=-1", "max_error")):
+        response = client.post(f"/v1/predict?{query}", content=image, headers=PNG)
+        assert error_of(response)[:2] == (422, "invalid_request") and name in response.json()["detail"], query
+
+
+@pytest.mark.mnist
 def test_batch_gives_one_result_or_one_error_per_image(client, digits):
     images = digits
     files = [("files", (f"d{i}.png", d, "image/png")) for i, (d, _) in enumerate(images[:3])]

@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--save-preprocessed", metavar="DIR", help="write each 28x28 the model saw as PNG into DIR")
     c.add_argument("--workers", type=int, default=0,
                    help="processes that prepare images (default 0: one per core from 512 images; 1: none)")
+    _answer_options(c)
 
     c = command("read", "read the handwritten numbers in each image: lines top to bottom, numbers left to right, "
                 "separators (- / . : ,) kept",
@@ -122,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--digits-only", action="store_true", help="leave the separators out of the text")
     c.add_argument("--cut-only", action="store_true",
                    help="cut touching digits apart instead of reading them with the sequence reader")
+    _answer_options(c)
 
     c = command("serve", "serve predictions over HTTP, with a drawing page at /",
                 "  digitrec serve                       # http://127.0.0.1:8000/ (API docs at /docs)\n"
@@ -232,6 +234,21 @@ def _model_options(c: argparse.ArgumentParser, precision: bool = True) -> None:
                        help="auto (default): bf16 where the CPU has it in hardware and the model was trained in "
                             "bf16")
 
+
+def _answer_options(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--max-error", type=float, metavar="E",
+                   help="flag as uncertain the answers under the confidence that keeps at most this share of the "
+                        "validation digits' answers wrong (e.g. 0.001: one in a thousand)")
+    c.add_argument("--sets", action="store_true",
+                   help="add each digit's prediction set: the digits that hold the true one with --coverage")
+    c.add_argument("--coverage", type=float, metavar="C",
+                   help="the prediction sets' coverage, 0.9-0.999 (default 0.99; implies --sets)")
+
+
+def _answering(a) -> dict:
+    """--max-error, --sets and --coverage as Predictor.answering's arguments."""
+    sets = a.sets or a.coverage is not None
+    return {"max_error": a.max_error, "coverage": (0.99 if a.coverage is None else a.coverage) if sets else None}
 
 def _cmd_fetch(a) -> int:
     from digitrec.data.datasets import fetch
@@ -352,8 +369,8 @@ def _cmd_predict(a) -> int:
     if a.workers < 0:
         raise DigitrecError("--workers must be 0 (one per core for large folders) or more")
     # Loaded once the preparing workers have started (PyTorch's import overlaps their work).
-    records = predict_paths(a.paths, lambda: Predictor(a.model, a.backend, precision=a.precision), a.topk,
-                            a.save_preprocessed, a.workers)
+    load = lambda: Predictor(a.model, a.backend, precision=a.precision).answering(**_answering(a))  # noqa: E731
+    records = predict_paths(a.paths, load, a.topk, a.save_preprocessed, a.workers)
     print(format_records(records, a.format, "predict"))
     return 1 if any(r.error for r in records) else 0
 
@@ -363,8 +380,8 @@ def _cmd_read(a) -> int:
     from digitrec.inference.records import format_records
 
     reader = None if a.cut_only else load_reader()
-    records = read_paths(a.paths, Predictor(a.model, a.backend, precision=a.precision), a.annotate, a.digits_only,
-                         reader)
+    predictor = Predictor(a.model, a.backend, precision=a.precision).answering(**_answering(a))
+    records = read_paths(a.paths, predictor, a.annotate, a.digits_only, reader)
     print(format_records(records, a.format, "read"))
     return 1 if any(r.error for r in records) else 0
 
@@ -454,7 +471,8 @@ def run() -> None:
 # An error's `param` (the argument or recipe field the library names) -> the flag that changes it.
 FLAGS = {"out": "--out, or --resume OUT to continue the run there", "batch_size": "--batch-size",
          "train_fraction": "--set train_fraction=...",
-         "outliers": "--set outliers=0 --set printed=0 --set augment.euro=0"}
+         "outliers": "--set outliers=0 --set printed=0 --set augment.euro=0", "max_error": "--max-error",
+         "coverage": "--coverage"}
 
 
 def error_line(e: DigitrecError) -> str:

@@ -96,3 +96,19 @@ def reliability_diagram(bins: list[dict], ece: float, path: str | os.PathLike, t
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def risk_coverage(coverage: list[float], risk: list[float], marks: dict[str, float], path: str | os.PathLike,
+                  title: str = "") -> None:
+    """The share wrong among the answers kept against the share kept, most sure first (reliability.risk_coverage);
+    `marks`: label -> a coverage to draw as a vertical line (e.g. the coverage at 0.1% error)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(coverage, [100 * r for r in risk], color="C0", label="share wrong among the answers kept")
+    for k, (label, x) in enumerate(marks.items()):
+        ax.axvline(x, ls="--", color=f"C{k + 1}", label=f"{label}: {x:.1%} kept")
+    ax.set(xlabel="share of answers kept (most sure first)", ylabel="wrong among the kept (%)", xlim=(0.8, 1.0),
+           ylim=(0, max(0.5, 100 * max(risk, default=0) * 1.1)), title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

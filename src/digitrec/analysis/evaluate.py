@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from digitrec.inference.backends import Evaluation
-from digitrec.inference.reliability import calibration_report, reliability
+from digitrec.inference.calibration import Calibration
+from digitrec.inference.reliability import calibration_report, coverage_at_error, reliability, risk_coverage
 from digitrec.meta import ModelMeta
 
 
@@ -45,17 +46,47 @@ def build_report(ev: Evaluation, meta: ModelMeta, classes: list[str]) -> dict:
         "mean_confidence": calibration["mean_confidence"],
         "reliability": reliability(ev.probabilities, ev.labels),
         "errors": len(ev.labels) - ev.correct,
+        **selective_report(ev, meta),
         "classes": classes,
         "per_class": per_class_scores(confusion),
         "confusion_matrix": confusion.tolist(),
     }
 
 
+def selective_report(ev: Evaluation, meta: ModelMeta) -> dict:
+    """Selective answers: the share of answers that can be kept, most sure first, with at most 0.1% and 1% of them
+    wrong; and, when the model's metadata has the tables, what its `--max-error` thresholds and 99% prediction
+    sets give on this split (they were fitted on the validation digits)."""
+    confidence, correct = ev.probabilities.max(1).values, ev.predictions == ev.labels
+    out = {"coverage_at_error": {str(e): coverage_at_error(confidence, correct, e) for e in (0.001, 0.01)}}
+    cal = Calibration.from_meta(meta)
+    if cal.risk:
+        out["max_error"] = {}
+        for e in (0.001, 0.01):
+            kept = confidence >= cal.threshold_for(e)
+            out["max_error"][str(e)] = {"kept": kept.double().mean().item(),
+                                        "wrong_among_kept": (~correct[kept]).double().mean().nan_to_num().item()}
+    if cal.conformal_scores:
+        asked = cal.answering(coverage=0.99)
+        inside = ev.probabilities >= asked.set_at_least - 1e-9
+        out["sets_at_0.99"] = {"coverage": inside.gather(1, ev.labels[:, None]).double().mean().item(),
+                               "mean_size": inside.sum(1).double().mean().item()}
+    return out
+
+
 def format_report(report: dict) -> str:
     lines = [f"Test Accuracy: {report['accuracy']:.2f}%  ({report['n'] - report['errors']}/{report['n']}), "
              f"mean loss {report['loss']:.4f}",
              f"Calibration: ECE {report['ece']:.2%} (15 bins), NLL {report['nll']:.4f}, Brier {report['brier']:.4f}, "
-             f"mean confidence {report['mean_confidence']:.2%}", "",
+             f"mean confidence {report['mean_confidence']:.2%}",
+             "Selective answers: kept at 0.1% wrong {:.2%}, at 1% wrong {:.2%} (risk_coverage.png)".format(
+                 *report["coverage_at_error"].values())]
+    for e, row in report.get("max_error", {}).items():
+        lines.append(f"  --max-error {e}: {row['kept']:.2%} answered, {row['wrong_among_kept']:.3%} of them wrong")
+    if "sets_at_0.99" in report:
+        lines.append("  --sets (coverage 0.99): the true digit in {coverage:.2%} of the sets, {mean_size:.3f} digits a "
+                     "set on average".format(**report["sets_at_0.99"]))
+    lines += ["",
              f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for row, name in zip(report["per_class"], report["classes"]):
         lines.append(f"{name:>12} {row['precision']:9.4f} {row['recall']:9.4f} {row['f1']:9.4f} {row['support']:8d}")
@@ -90,5 +121,10 @@ def evaluate(model_path: str | os.PathLike, data_dir: str | os.PathLike = "data"
     plots.mistakes(test.images, ev.labels, ev.predictions, ev.probabilities, classes, out / "mistakes.png")
     plots.reliability_diagram(report["reliability"], report["ece"], out / "reliability.png",
                               f"{meta.architecture} on the {dataset} test set")
-    report["files"] = [str(out / n) for n in ("report.json", "confusion.png", "mistakes.png", "reliability.png")]
+    coverage, risk = risk_coverage(ev.probabilities.max(1).values, ev.predictions == ev.labels)
+    plots.risk_coverage(coverage.tolist(), risk.tolist(),
+                        {f"at {float(e):.1%} wrong": c for e, c in report["coverage_at_error"].items()},
+                        out / "risk_coverage.png", f"{meta.architecture} on the {dataset} test set")
+    report["files"] = [str(out / n) for n in ("report.json", "confusion.png", "mistakes.png", "reliability.png",
+                                              "risk_coverage.png")]
     return report

@@ -3,7 +3,8 @@ fields of a prediction.  No PyTorch here: the onnxruntime road uses it too."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from digitrec.meta import ModelMeta
 # own; fitted thresholds never fall below it (calibration.UNCERTAIN_RANGE).
 UNCERTAIN_BELOW = 0.70
 VERDICTS = ("digit", "uncertain", "not_a_digit", "no_ink", "error")
+# The coverages prediction sets are given for (`--coverage`): under 90% a set says little, and past 99.9% the
+# 5,000 validation digits no longer tell the quantile (reliability.conformal_scores stores what this range needs).
+CONFORMAL_COVERAGE = (0.9, 0.999)
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,12 @@ class Calibration:
         probabilities to things that are not digits, so the top probability separates the two.
     uncertain_below: a top probability under this (and not under not_a_digit_below) is "uncertain".
     in_graph: the temperature is already applied inside an exported graph (its runtime must not apply it again).
+    risk: the validation digits' answers as rows (threshold, kept, wrong) (reliability.risk_table), for
+        `--max-error`: the uncertain threshold that keeps at most that share of wrong answers.
+    conformal_scores, conformal_n: the largest prediction-set scores (1 - the true digit's probability) of the
+        conformal_n validation digits (reliability.conformal_scores), for `--sets`.
+    set_at_least: not stored; set by `answering(coverage=...)`: records then carry a prediction set, the digits
+        with at least this probability.
     """
 
     temperature: float = 1.0
@@ -33,19 +43,84 @@ class Calibration:
     uncertain_below: float = UNCERTAIN_BELOW
     in_graph: bool = False
     fitted_on: str | None = None
+    risk: tuple[tuple[float, int, int], ...] = ()
+    conformal_scores: tuple[float, ...] = ()
+    conformal_n: int = 0
+    set_at_least: float | None = None
 
     @classmethod
     def from_meta(cls, meta: ModelMeta) -> Calibration:
         c = meta.calibration or {}
         known = {k: c[k] for k in ("temperature", "not_a_digit_below", "uncertain_below", "in_graph", "fitted_on")
                  if k in c}
-        cal = cls(**known)
+        try:
+            risk = tuple((float(t), int(k), int(w)) for t, k, w in c.get("risk", ()))
+            conformal = c.get("conformal") or {}
+            scores, n = tuple(float(t) for t in conformal.get("scores", ())), int(conformal.get("n", 0))
+        except (TypeError, ValueError, AttributeError):
+            raise DigitrecError("model metadata has an invalid risk table or conformal scores", code="invalid_model")
+        cal = cls(**known, risk=risk, conformal_scores=scores, conformal_n=n)
         if not (cal.temperature > 0 and 0 <= cal.not_a_digit_below <= cal.uncertain_below <= 1):
             raise DigitrecError(f"model metadata has an invalid calibration {c}", code="invalid_model")
         return cal
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The metadata's "calibration" object (what `answering` set for one request is not part of it)."""
+        d = asdict(self)
+        del d["set_at_least"], d["risk"], d["conformal_scores"], d["conformal_n"]
+        if self.risk:
+            d["risk"] = [list(row) for row in self.risk]
+        if self.conformal_scores:
+            d["conformal"] = {"score": "1 - p(true digit)", "n": self.conformal_n,
+                              "scores": list(self.conformal_scores)}
+        return d
+
+    def threshold_for(self, max_error: float) -> float:
+        """The lowest confidence threshold under which answers are flagged so that at most `max_error` of the
+        validation digits answered are wrong (a threshold over 1, answering nothing, if none does)."""
+        if not 0 <= max_error < 1:
+            raise DigitrecError(f"max_error must be in [0, 1), not {max_error}", param="max_error")
+        if not self.risk:
+            raise DigitrecError("this model's metadata has no risk table for max_error: fit it with "
+                                "`digitrec calibrate`", code="invalid_model")
+        for threshold, kept, wrong in self.risk:
+            if kept and wrong <= max_error * kept:
+                return threshold
+        return math.nextafter(1.0, 2.0)
+
+    def set_threshold(self, coverage: float) -> float:
+        """Split conformal prediction: the probability a digit needs to be in the set so that sets hold the true
+        digit for at least `coverage` of images like the validation digits (1 - the ceil((n + 1) coverage)-th
+        smallest validation score)."""
+        low, high = CONFORMAL_COVERAGE
+        if not low <= coverage <= high:
+            raise DigitrecError(f"coverage must be in [{low}, {high}], not {coverage}", param="coverage")
+        if not self.conformal_scores:
+            raise DigitrecError("this model's metadata has no conformal scores for prediction sets: fit them with "
+                                "`digitrec calibrate`", code="invalid_model")
+        index = self.conformal_n - math.ceil((self.conformal_n + 1) * coverage)  # among the scores, largest first
+        if index < 0:
+            raise DigitrecError(f"coverage {coverage} needs more than the {self.conformal_n} digits this model was "
+                                "calibrated on", param="coverage")
+        return 1 - self.conformal_scores[min(index, len(self.conformal_scores) - 1)]
+
+    def answering(self, max_error: float | None = None, coverage: float | None = None) -> Calibration:
+        """This calibration as one request asks to be answered: flagged below the threshold of `max_error`
+        (None: the fitted uncertain_below), with prediction sets of `coverage` (None: no sets)."""
+        cal = self
+        if max_error is not None:
+            cal = replace(cal, uncertain_below=max(self.threshold_for(max_error), self.not_a_digit_below))
+        if coverage is not None:
+            cal = replace(cal, set_at_least=self.set_threshold(coverage))
+        return cal
+
+    def prediction_set(self, probs: np.ndarray) -> list[int] | None:
+        """The digits with at least set_at_least probability, most probable first (None when no sets were asked).
+        Empty when no digit is that likely: at 99% coverage, about 1% of MNIST's test digits."""
+        if self.set_at_least is None:
+            return None
+        order = np.argsort(-probs, kind="stable")
+        return [int(d) for d in order if probs[d] >= self.set_at_least - 1e-9]
 
     def verdict(self, top_probability: float) -> str:
         if top_probability < self.not_a_digit_below:
@@ -54,16 +129,15 @@ class Calibration:
             return "uncertain"
         return "digit"
 
-
 def describe(probs: np.ndarray, calibration: Calibration, topk: int = 3) -> dict:
     """[10] probabilities -> the fields of a prediction record: digit (None when not a digit), confidence,
-    topk, uncertain, verdict."""
+    topk, uncertain, verdict, set (None unless the calibration was asked for sets: Calibration.answering)."""
     order = np.argsort(-probs)[:topk]
     confidence = float(probs[order[0]])
     verdict = calibration.verdict(confidence)
     return {"digit": None if verdict == "not_a_digit" else int(order[0]), "confidence": confidence,
             "topk": [[int(d), float(probs[d])] for d in order], "uncertain": verdict != "digit",
-            "verdict": verdict}
+            "verdict": verdict, "set": calibration.prediction_set(probs)}
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ are still processed.
 
 from __future__ import annotations
 
+import copy
 import glob
 import itertools
 import os
@@ -84,6 +85,14 @@ class Predictor:
             return np.concatenate([softmax(self.runner.logits(np.stack(digits[s:s + self.batch_size])[:, None]
                                                               .astype(np.float32)))
                                    for s in range(0, len(digits), self.batch_size)])
+
+    def answering(self, max_error: float | None = None, coverage: float | None = None) -> Predictor:
+        """This predictor as one request asks to be answered (inference.Calibration.answering): answers flagged
+        uncertain under the threshold that keeps at most `max_error` of the validation digits' answers wrong,
+        and prediction sets of `coverage`.  Shares the loaded model (and its lock); this one is unchanged."""
+        view = copy.copy(self)
+        view.calibration = self.calibration.answering(max_error, coverage)
+        return view
 
     def describe(self, probs: np.ndarray, topk: int = 3) -> dict:
         """digit, confidence, topk, uncertain, verdict for one image's probabilities."""
@@ -204,7 +213,8 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
 
     def digit(i: int) -> DigitReading:
         found = describe(probs[i], calibration, 1)
-        return DigitReading(found["digit"], found["confidence"], found["verdict"], tuple(prepared.boxes[i]))
+        return DigitReading(found["digit"], found["confidence"], found["verdict"], tuple(prepared.boxes[i]),
+                            None if found["set"] is None else tuple(found["set"]))
 
     lines = []
     for numbers in plan:

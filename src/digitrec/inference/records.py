@@ -35,13 +35,17 @@ class Prediction:
     error: str | None = None
     error_code: str | None = None
     image: bytes | None = None  # the 28x28 the model saw, as PNG (asked for by the server's include_image)
+    # The prediction set (asked for with --sets: Calibration.answering): the digits that hold the true one with
+    # the coverage asked, most probable first; None when not asked, and then left out of the JSON.
+    set: tuple[int, ...] | None = None
 
     @classmethod
     def of(cls, path: str, probs: np.ndarray, calibration: Calibration, topk: int = 3,
            image: bytes | None = None) -> Prediction:
         found = describe(probs, calibration, topk)
         return cls(path, found["digit"], found["confidence"], tuple(tuple(t) for t in found["topk"]),
-                   found["uncertain"], found["verdict"], image=image)
+                   found["uncertain"], found["verdict"], image=image,
+                   set=None if found["set"] is None else tuple(found["set"]))
 
     @classmethod
     def failed(cls, path: str, error: DigitrecError) -> Prediction:
@@ -53,6 +57,8 @@ class Prediction:
         d = {"path": self.path, "digit": self.digit, "confidence": self.confidence,
              "topk": [list(t) for t in self.topk], "uncertain": self.uncertain, "verdict": self.verdict,
              "error": self.error, "error_code": self.error_code}
+        if self.set is not None:
+            d["set"] = list(self.set)
         if self.image is not None:
             d["image"] = self.image
         return d
@@ -64,9 +70,13 @@ class DigitReading:
     confidence: float
     verdict: str
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 in the image's pixels
+    set: tuple[int, ...] | None = None  # as Prediction.set; the sequence reader's digits have none
 
     def to_dict(self) -> dict:
-        return {"digit": self.digit, "confidence": self.confidence, "verdict": self.verdict, "box": list(self.box)}
+        d = {"digit": self.digit, "confidence": self.confidence, "verdict": self.verdict, "box": list(self.box)}
+        if self.set is not None:
+            d["set"] = list(self.set)
+        return d
 
 
 def number_verdict(digits: list[DigitReading]) -> str:
@@ -153,7 +163,7 @@ def failed_record(kind: str, path: str, error: DigitrecError) -> Record:
 # ---------------------------------------------------------------------------------------------------
 # Output formats of the CLI.
 
-COLUMNS = {"predict": ["path", "digit", "verdict", "confidence", "topk", "uncertain", "error"],
+COLUMNS = {"predict": ["path", "digit", "verdict", "confidence", "topk", "uncertain", "set", "error"],
            "read": ["path", "text", "digits", "error"]}
 
 
@@ -179,8 +189,9 @@ def _table_line(r: dict, kind: str) -> str:
     if kind == "predict":
         top = "  ".join(f"{d}:{p:.3f}" for d, p in r["topk"])
         said = {"digit": "", "uncertain": "  (uncertain)", "not_a_digit": "  (not a digit)"}[r["verdict"]]
+        kept = "" if "set" not in r else "  set: " + (" or ".join(map(str, r["set"])) or "none")
         return f"{r['path']}: {'-' if r['digit'] is None else r['digit']}  confidence {r['confidence']:.3f}  " \
-               f"top: {top}{said}"
+               f"top: {top}{said}{kept}"
     confidences = " ".join(f"{d['confidence']:.2f}" for d in r["digits"])
     text = r["text"].replace("\n", " | ")  # one line per image in the table
     return f"{r['path']}: {text}  (confidences {confidences})"

@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Request
+from fastapi import Query, Request
 
+from digitrec.errors import DigitrecError
 from digitrec.serve.config import Settings
+from digitrec.serve.http import ApiError
 from digitrec.serve.runner import Runner, ServedPredictor
 
 
@@ -25,3 +27,17 @@ class ServerState:
 
 def server_state(request: Request) -> ServerState:
     return request.app.state.server
+
+
+def answering_predictor(request: Request,
+                        max_error: float | None = Query(None, ge=0, lt=1, description=(
+                            "flag as uncertain the answers under the confidence that keeps at most this share of "
+                            "the validation digits' answers wrong (0.001: one in a thousand)")),
+                        sets: bool = Query(False, description="add each digit's prediction set"),
+                        coverage: float = Query(0.99, ge=0.9, le=0.999, description="the sets' coverage")
+                        ) -> ServedPredictor:
+    """The served predictor, answering as the request's query asks (inference.Predictor.answering)."""
+    try:
+        return server_state(request).predictor.answering(max_error, coverage if sets else None)
+    except DigitrecError as e:
+        raise ApiError(e.code, str(e)) from None

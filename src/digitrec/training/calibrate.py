@@ -9,9 +9,12 @@ import torch
 from digitrec.inference.calibration import Calibration
 from digitrec.inference.reliability import (
     calibration_report,
+    conformal_scores,
+    coverage_at_error,
     expected_calibration_error,
     fit_temperature,
     not_a_digit_threshold,
+    risk_table,
     uncertain_threshold,
 )
 from digitrec.meta import ModelMeta
@@ -19,8 +22,9 @@ from digitrec.meta import ModelMeta
 
 def calibrate(network, meta: ModelMeta, validation, outliers=None, device="cpu", log=None,
               seen: bool = False) -> tuple[Calibration, dict]:
-    """Fit the temperature on the validation digits, then the not-a-digit and uncertain thresholds; return the
-    calibration and what it achieved on the validation data (for the model's metadata and the training log).
+    """Fit the temperature on the validation digits, then the not-a-digit and uncertain thresholds, the risk table
+    of `--max-error` and the conformal scores of `--sets`; return the calibration and what it achieved on the
+    validation data (for the model's metadata and the training log).
 
     network: the trained model (before test-time shifts and temperature); meta: its metadata (recipe.tta).
     validation: a data.Split of held-out digits; outliers: uint8 [M, 28, 28] held-out non-digits, or None.
@@ -37,9 +41,12 @@ def calibrate(network, meta: ModelMeta, validation, outliers=None, device="cpu",
     digit_tops = probabilities.max(1).values
     threshold = not_a_digit_threshold(digit_tops) if outliers is not None else 0.0
     flag_below = uncertain_threshold(digit_tops)
+    correct = probabilities.argmax(1) == labels
     summary = {"validation_images": len(labels), **calibration_report(probabilities, labels),
                "ece_before": expected_calibration_error(logits.softmax(1), labels),
-               "digits_flagged": (digit_tops < flag_below).double().mean().item()}
+               "digits_flagged": (digit_tops < flag_below).double().mean().item(),
+               "coverage_at_0.1%_error": coverage_at_error(digit_tops, correct, 0.001),
+               "coverage_at_1%_error": coverage_at_error(digit_tops, correct, 0.01)}
     if outliers is not None:
         top = (logits_of(module, to_float(outliers), device=device) / temperature).softmax(1).max(1).values
         summary.update(outliers=len(outliers), outliers_not_a_digit=(top < threshold).double().mean().item(),
@@ -47,7 +54,11 @@ def calibrate(network, meta: ModelMeta, validation, outliers=None, device="cpu",
     fitted_on = f"{len(labels)} held-out training digits" + \
         (f" and {len(outliers)} held-out synthetic non-digits" if outliers is not None else "") + \
         (" (seen in training: no held-out split)" if seen else "")
-    return Calibration(temperature, threshold, flag_below, fitted_on=fitted_on), summary
+    calibration = Calibration(temperature, threshold, flag_below, fitted_on=fitted_on,
+                              risk=tuple(tuple(row) for row in risk_table(digit_tops, correct)),
+                              conformal_scores=tuple(conformal_scores(probabilities, labels)),
+                              conformal_n=len(labels))
+    return calibration, summary
 
 
 def calibration_digits(train_split, validation: int):

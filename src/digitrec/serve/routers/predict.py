@@ -13,7 +13,8 @@ from digitrec.inference.predict import predict_images
 from digitrec.serve import metrics
 from digitrec.serve.http import ERRORS, image_body, images_from
 from digitrec.serve.records import record_error, verdict
-from digitrec.serve.state import ServerState, server_state
+from digitrec.serve.runner import ServedPredictor
+from digitrec.serve.state import ServerState, answering_predictor, server_state
 
 router = APIRouter()
 
@@ -26,6 +27,8 @@ class Prediction(BaseModel):
     topk: list[tuple[int, float]]
     probabilities: list[float]
     image: str | None = Field(None, description="the 28x28 the model saw, base64 PNG (?include_image=true)")
+    set: list[int] | None = Field(None, description="the digits that hold the true one with the coverage asked "
+                                                     "(?sets=true), most probable first")
 
 
 class BatchItem(BaseModel):
@@ -36,6 +39,7 @@ class BatchItem(BaseModel):
     verdict: str
     topk: list[tuple[int, float]] | None = None
     probabilities: list[float] | None = None
+    set: list[int] | None = None
     error: str | None = None
     detail: str | None = None
 
@@ -51,6 +55,8 @@ def _answer(record: dict, include_image: bool) -> dict:
     out["topk"] = record["topk"][:3]
     # the records list every class (topk=10): the probabilities in class order come from them
     out["probabilities"] = [float(p) for p in (dict(record["topk"]).get(d, 0.0) for d in range(10))]
+    if "set" in record:
+        out["set"] = record["set"]
     if include_image and record.get("image") is not None:
         out["image"] = base64.b64encode(record["image"]).decode()
     metrics.count_prediction(out["digit"], out["verdict"])
@@ -77,24 +83,26 @@ def batch_item(record) -> dict:
     return {"name": record["path"], **_answer(record, False)}
 
 
-def _predict(state: ServerState, include_image: bool):
+def _predict(predictor: ServedPredictor, include_image: bool):
     """What a request thread runs once the images are prepared: the model, with every class in topk."""
-    return lambda items: predict_images(items, state.predictor, topk=10, include_image=include_image)
+    return lambda items: predict_images(items, predictor, topk=10, include_image=include_image)
 
 
 @router.post("/v1/predict", response_model=Prediction, response_model_exclude_none=True, responses=ERRORS,
              openapi_extra=image_body(False))
 async def predict(request: Request, include_image: bool = Query(False, description="add the 28x28 (base64 PNG)"),
-                  state: ServerState = Depends(server_state)):
-    """One image -> digit, confidence, the 10 probabilities, `uncertain`, `verdict`."""
+                  state: ServerState = Depends(server_state),
+                  predictor: ServedPredictor = Depends(answering_predictor)):
+    """One image -> digit, confidence, the 10 probabilities, `uncertain`, `verdict` (and its `set`)."""
     items = (await images_from(request, state.settings.max_bytes, many=False))[:1]
-    record, = await state.runner.run(request, items, then=_predict(state, include_image))
+    record, = await state.runner.run(request, items, then=_predict(predictor, include_image))
     return prediction_response(record, include_image)
 
 
 @router.post("/v1/predict/batch", response_model=BatchResult, responses=ERRORS, openapi_extra=image_body(True))
-async def predict_batch(request: Request, state: ServerState = Depends(server_state)):
+async def predict_batch(request: Request, state: ServerState = Depends(server_state),
+                        predictor: ServedPredictor = Depends(answering_predictor)):
     """Several images (at most 256) -> one result, or one error, per image."""
     items = await images_from(request, state.settings.max_bytes, many=True)
-    records = await state.runner.run(request, items, then=_predict(state, False))
+    records = await state.runner.run(request, items, then=_predict(predictor, False))
     return {"results": [batch_item(record) for record in records]}

@@ -12,7 +12,8 @@ from digitrec.errors import DigitrecError
 from digitrec.inference.predict import read_images
 from digitrec.serve.http import ERRORS, ApiError, image_body, images_from
 from digitrec.serve.records import record_error, verdict
-from digitrec.serve.state import ServerState, server_state
+from digitrec.serve.runner import ServedPredictor
+from digitrec.serve.state import ServerState, answering_predictor, server_state
 
 router = APIRouter()
 
@@ -22,6 +23,8 @@ class ReadDigit(BaseModel):
     confidence: float
     box: list[int]
     verdict: str | None = None
+    set: list[int] | None = Field(None, description="the digits that hold the true one with the coverage asked "
+                                                     "(?sets=true); none for digits the sequence reader read")
 
 
 class ReadNumber(BaseModel):
@@ -55,14 +58,15 @@ def read_response(record) -> dict:
     return {"text": record["text"], "digits": record["digits"], "lines": record["lines"], "verdict": verdict(record)}
 
 
-@router.post("/v1/read", response_model=ReadResult, responses=ERRORS, openapi_extra=image_body(False))
-async def read(request: Request, state: ServerState = Depends(server_state)):
+@router.post("/v1/read", response_model=ReadResult, response_model_exclude_unset=True, responses=ERRORS,
+             openapi_extra=image_body(False))
+async def read(request: Request, state: ServerState = Depends(server_state),
+               predictor: ServedPredictor = Depends(answering_predictor)):
     """A sheet of numbers -> its text, lines, numbers and digits with confidences and boxes."""
     items = (await images_from(request, state.settings.max_bytes, many=False))[:1]
     try:
         record, = await state.runner.run(request, items, line=True,
-                                         then=lambda prepared: read_images(prepared, state.predictor,
-                                                                           reader=state.reader))
+                                         then=lambda prepared: read_images(prepared, predictor, reader=state.reader))
     except DigitrecError as e:  # a refusal from the analysis (e.g. too_costly), answered like the others
         raise ApiError(e.code, str(e)) from None
     return read_response(record)
