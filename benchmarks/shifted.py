@@ -8,8 +8,7 @@ as a user's image would.  What differs from training, set by set, is the PROCESS
 
 - low_resolution: the digit is captured 8-16 px tall from the big canvas (area averaging, at a random sub-pixel
   phase), scaled back up bicubically, blurred and re-thresholded with a sigmoid to pen-like strokes, and then
-  goes the whole way through decode/find_ink/to_mnist.  Training's small_capture (not used by the shipped
-  recipe) only averages the 28x28 tensor down and back up bilinearly and stretches its maximum.
+  goes the whole way through decode/find_ink/to_mnist.  Training's small_capture (augment.lowres) only averages the 28x28 tensor down and back up bilinearly and stretches its maximum.
 - felt_tip / ballpoint: the strokes are REDRAWN: the digit is thinned to its one-pixel skeleton (Zhang-Suen) and
   a round pen of one fixed radius is swept along it (12-18% of the digit's height for a felt tip, 3-5% for a
   ballpoint; thinner, 10% at a time, where the felt tip would fill a loop), so every stroke has the pen's width
@@ -17,7 +16,7 @@ as a user's image would.  What differs from training, set by set, is the PROCESS
   (dilation or erosion) of the MNIST strokes: their own widths, a little bolder or lighter.
 - faint_ink: a pen running dry: ink drops out where a smooth random field (its grain 1.5-3 pen widths)
   falls under a threshold, and fades near those gaps: gaps of a pen width or a few, faint stretches.  Training's
-  skipped_strokes (not in the shipped recipe) cuts 1-3 round holes of 1-2 px at random inked points.
+  skipped_strokes (augment.breaks) cuts 1-3 round holes of 1-2 px at random inked points.
 - european: 1s get a long flag from the top of the stem (25-60 degrees off the stem, 25-55% of the height,
   bowed) and 40% of them a foot; 7s get a crossbar (half-length 12-25% of the height, tilted up to 12 degrees,
   at 42-62% of the height, off-centre up to a quarter of its half-length, bowed); all drawn with cv2's
@@ -27,7 +26,7 @@ as a user's image would.  What differs from training, set by set, is the PROCESS
 - open_loops: 0s, 6s and 9s whose loop is left open: the loop's hole is found by flood-filling the background,
   and a wedge of ink 1-2 pen widths wide is erased from the loop's wall where the hole comes closest to the
   outside (or at a random angle); and 0s with one thin side (one half eroded).  No training process looks for
-  a loop to open or thin (skipped_strokes, not in the shipped recipe, may open one by chance with a 1-2 px hole).
+  a loop to open or thin (skipped_strokes may open one by chance with a 1-2 px hole).
 - fast_slanted: written fast: slanted 20-35 degrees (cv2.warpAffine shear, mostly forwards), squashed to 60-85%
   of its width, thinner strokes, and a little motion blur along the line of writing.  The shipped recipe slants
   at most 0.15 (8.5 degrees) and narrows at most to 1/1.15, with no blur.
@@ -42,7 +41,10 @@ Non-digits:
   widths: shapes and a drawing procedure that neither training's outliers (PIL scribbles and icons) nor
   wild.py's doodles use.
 
-Every set is drawn from its own seeded generator (SEEDS), so the sets are the same on every machine.
+Every set is drawn from its own seeded generator (SEEDS), so the sets are the same on every machine.  The digits
+are the same 5,000 validation digits the shipped model's temperature, thresholds and prediction sets were fitted
+on (as the shifted images they were not): the sets' ECE and set coverage may read a little better than on digits
+of other writers.
 """
 
 from __future__ import annotations

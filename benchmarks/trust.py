@@ -125,10 +125,10 @@ def selective_figures(probabilities: torch.Tensor, labels: torch.Tensor, calibra
     model's tables fitted on the validation digits; empty for a model without them."""
     out: dict = {}
     confidence, right = probabilities.max(1).values, probabilities.argmax(1) == labels
-    if calibration.conformal_scores:
+    if calibration.conformal_p_true:
         out["sets"] = {}
         for coverage in (0.99, 0.999):
-            inside = probabilities >= calibration.answering(coverage=coverage).set_at_least - 1e-9
+            inside = torch.from_numpy(calibration.answering(coverage=coverage).in_sets(probabilities.numpy()))
             size = inside.sum(1).double()
             out["sets"][str(coverage)] = {"coverage": inside.gather(1, labels[:, None]).double().mean().item(),
                                           "size": size.mean().item(), "empty": (size == 0).double().mean().item(),
@@ -136,7 +136,7 @@ def selective_figures(probabilities: torch.Tensor, labels: torch.Tensor, calibra
     if calibration.risk:
         out["max_error"] = {}
         for max_error in (0.001, 0.01):
-            kept = confidence >= max(calibration.threshold_for(max_error), calibration.not_a_digit_below)
+            kept = confidence >= calibration.answering(max_error=max_error).uncertain_below
             out["max_error"][str(max_error)] = {"kept": kept.double().mean().item(),
                                                 "wrong": (~right[kept]).double().mean().nan_to_num().item()}
     return out
@@ -159,7 +159,7 @@ def shifted_sets(predictor: Predictor, data_dir: str, quick: bool) -> tuple[dict
     their answers for the gallery."""
     images, labels = validation_digits(data_dir)
     n = 40 if quick else 300
-    with_sets = predictor.answering(coverage=SET_COVERAGE) if predictor.calibration.conformal_scores else predictor
+    with_sets = predictor.answering(coverage=SET_COVERAGE) if predictor.calibration.conformal_p_true else predictor
     out: dict = {"targets": {k: list(v) for k, v in SHIFT_TARGETS.items()}, "digits": {}, "non_digits": {}}
     gallery, every_record, every_label = [], [], []
     print(f"\nshifted digit sets (MNIST validation digits, images made by processes training never imitated):\n"

@@ -13,7 +13,7 @@ from digitrec.cli import main
 from digitrec.errors import DigitrecError
 from digitrec.inference.calibration import Calibration
 from digitrec.inference.predict import Predictor, predict_images
-from digitrec.inference.reliability import conformal_scores, coverage_at_error, risk_coverage, risk_table
+from digitrec.inference.reliability import conformal_p_true, coverage_at_error, risk_coverage, risk_table
 from digitrec.meta import ModelMeta
 
 
@@ -38,6 +38,9 @@ def test_the_risk_table_gives_the_lowest_threshold_within_each_error_budget():
             kept = confidence >= lower
             assert (~correct[kept]).sum() > max_error * kept.sum()
     assert cal.threshold_for(0.01) == 0.0  # 4 wrong of 1004: everything may be kept
+    floored = Calibration(risk=tuple(tuple(r) for r in risk_table(confidence, correct, floor=0.7)))
+    assert floored.risk[0][0] == 0.7 and all(t >= 0.7 for t, _, _ in floored.risk)
+    assert floored.threshold_for(0.01) == 0.7
     assert coverage_at_error(confidence, correct, 0.0) == pytest.approx((confidence > 0.95).double().mean().item())
     coverage, risk = risk_coverage(confidence, correct)
     assert coverage[-1] == 1 and risk[-1] == pytest.approx(4 / 1004)
@@ -51,7 +54,7 @@ def test_conformal_sets_reach_the_coverage_on_exchangeable_data():
     labels = torch.distributions.Categorical(logits=logits).sample()
     probs = logits.softmax(1)
     calibrate, test = slice(0, 4000), slice(4000, 8000)
-    cal = Calibration(conformal_scores=tuple(conformal_scores(probs[calibrate], labels[calibrate])),
+    cal = Calibration(conformal_p_true=tuple(conformal_p_true(probs[calibrate], labels[calibrate])),
                       conformal_n=4000)
     for coverage in (0.9, 0.95, 0.99):
         asked = cal.answering(coverage=coverage)
@@ -61,29 +64,47 @@ def test_conformal_sets_reach_the_coverage_on_exchangeable_data():
         assert all(list(s) == sorted(s, key=lambda d: -p[d]) for s, p in zip(sets[:50], probs[test].numpy()))
 
 
+def test_the_set_threshold_is_the_conformal_order_statistic():
+    """n = 19 validation digits whose true digit had probability 0.05, 0.10, ..., 0.95: at coverage C the set
+    takes every digit at least as likely as the (n + 1 - ceil((n + 1) C))-th smallest of them (1 - the
+    ceil((n + 1) C)-th smallest score); the probabilities are kept to 4 significant digits however small."""
+    p_true = torch.linspace(0.05, 0.95, 19, dtype=torch.float64)
+    probs = torch.stack([p_true, 1 - p_true] + [torch.zeros(19, dtype=torch.float64)] * 8, 1)
+    cal = Calibration(conformal_p_true=tuple(conformal_p_true(probs, torch.zeros(19, dtype=torch.long))),
+                      conformal_n=19)
+    assert len(cal.conformal_p_true) == 19 - math.ceil(20 * 0.9) + 1 == 2
+    assert cal.set_threshold(0.9) == pytest.approx(0.10)  # ceil(20 * 0.9) = 18: the 2nd smallest p
+    assert cal.set_threshold(0.95) == pytest.approx(0.05)  # 19: the smallest
+    tiny = torch.tensor([[1.234567e-7, 1 - 1.234567e-7] + [0.0] * 8], dtype=torch.float64)
+    assert conformal_p_true(tiny, torch.zeros(1, dtype=torch.long)) == [1.235e-7]
+
+
 def test_answering_checks_its_inputs_and_names_the_parameter():
-    cal = Calibration(risk=((0.0, 10, 1),), conformal_scores=(0.5,) * 20, conformal_n=100)
+    cal = Calibration(risk=((0.0, 10, 1),), conformal_p_true=(0.5,) * 20, conformal_n=100)
     for kwargs, param in (({"max_error": 1.5}, "max_error"), ({"max_error": -0.1}, "max_error"),
                           ({"coverage": 0.5}, "coverage"), ({"coverage": 1.0}, "coverage"),
                           ({"coverage": 0.999}, "coverage")):  # 100 digits cannot tell 99.9%
         with pytest.raises(DigitrecError) as e:
             cal.answering(**kwargs)
         assert e.value.param == param and e.value.code == "invalid_input"
-    with pytest.raises(DigitrecError) as e:
-        Calibration().answering(coverage=0.99)
-    assert e.value.code == "invalid_model"
+    for kwargs in ({"coverage": 0.99}, {"max_error": 0.01}):
+        with pytest.raises(DigitrecError) as e:
+            Calibration().answering(**kwargs)
+        assert e.value.code == "not_calibrated"
     assert cal.answering().prediction_set(np.full(10, 0.1)) is None  # no sets asked
 
 
 def test_the_tables_travel_in_the_metadata():
-    cal = Calibration(0.5, 0.2, 0.9, risk=((0.0, 100, 2), (0.7, 90, 0)), conformal_scores=(0.4, 0.1),
-                      conformal_n=100)
+    cal = Calibration(0.5, 0.2, 0.9, risk=((0.2, 100, 2), (0.7, 90, 0)),
+                      conformal_p_true=tuple(0.05 * k for k in range(1, 11)), conformal_n=100)
     again = Calibration.from_meta(ModelMeta.from_dict({"calibration": json.loads(json.dumps(cal.to_dict()))}))
     assert again == cal
     assert "set_at_least" not in cal.to_dict() and cal.answering(coverage=0.9).to_dict() == cal.to_dict()
-    with pytest.raises(DigitrecError) as e:
-        Calibration.from_meta(ModelMeta.from_dict({"calibration": {"risk": [[0.1, "x"]]}}))
-    assert e.value.code == "invalid_model"
+    for bad in ({"risk": [[0.1, "x"]]}, {"conformal": {"n": 10, "p_true": [0.5, 0.1]}},
+                {"conformal": {"n": 1, "p_true": [0.1, 0.5]}}):
+        with pytest.raises(DigitrecError) as e:
+            Calibration.from_meta(ModelMeta.from_dict({"calibration": bad}))
+        assert e.value.code == "invalid_model", bad
 
 
 # --- the shipped model on real MNIST test digits -------------------------------------------------------------
@@ -166,4 +187,4 @@ def test_max_error_moves_the_verdicts(test_probabilities, mnist_dir):
         assert (t.verdict == "uncertain") == (cal.not_a_digit_below <= t.confidence < strict)
         assert (w.verdict == "digit") == (w.confidence >= max(loose, cal.not_a_digit_below))
     assert sum(t.verdict != w.verdict for t, w in zip(tight, wide)) >= 1
-    assert all(r.set is None for r in predict_images(items[:2], predictor)) and math.isfinite(strict)
+    assert all(r.set is None for r in predict_images(items[:2], predictor))

@@ -295,14 +295,12 @@ def _png(strokes, width: int = 18) -> bytes:
 
 
 SETS = "sets=true&coverage=0.999"  # what the page asks for
+WHY = "sets like this one hold the true digit for 99.9% of digits (on average, not for each)"
 
 
 def _ask_sets(server: str, strokes) -> dict:
     response = httpx.post(f"{server}/v1/predict?{SETS}", content=_png(strokes),
                           headers={"Content-Type": "image/png"}, timeout=30)
-    # TODO remove once shipped weights have conformal scores
-    if response.status_code == 422 and response.json().get("error") == "invalid_model":
-        pytest.skip("the served model has no conformal scores for prediction sets yet (422 invalid_model)")
     response.raise_for_status()
     return response.json()
 
@@ -367,8 +365,8 @@ def test_an_ambiguous_drawing_shows_its_prediction_set(page, server, tmp_path):
     shown = page.page.locator("#answer-set")
     assert shown.is_visible()
     assert shown.inner_text() == " or ".join(str(d) for d in answer["set"]), (shown.inner_text(), answer)
-    assert shown.get_attribute("title") == "99.9% of digits like this one are one of these"
-    assert page.page.locator("#answer-set-why").inner_text() == "99.9% of digits like this one are one of these"
+    assert shown.get_attribute("title") == WHY
+    assert page.page.locator("#answer-set-why").inner_text() == WHY
     page.page.screenshot(path=str(tmp_path / "answer-set.png"))
     page.click("#clear")  # and it goes with the drawing
     assert not shown.is_visible() and page.shown == "no digit"
@@ -379,9 +377,6 @@ def test_a_clear_digit_shows_no_prediction_set(page, server):
         page.draw(glyph("7", W / 2, 50, 180))
     assert page.shown in ("7", "7?")
     answer = response.value.json()
-    if "set" not in answer:  # the page asks for sets, and without them when the model has no conformal scores
-        _ask_sets(server, glyph("7", W / 2, 50, 180))  # skips when it answers 422 invalid_model
-        pytest.fail(f"the page did not ask for prediction sets: {response.value.url}")
     assert answer["set"] == [7], answer
     assert not page.page.locator("#answer-set").is_visible()
     assert page.page.locator("#answer-set").inner_text() == ""
@@ -405,7 +400,7 @@ def test_the_sheet_view_shows_each_digits_prediction_set(page):
     page.draw(glyph("7", 300, 50, 180))
     assert page.shown == "17"
     assert page.page.locator(".digit-set").all_inner_texts() == ["7 or 1"]
-    assert page.page.locator(".digit-set").get_attribute("title") == "99.9% of digits like this one are one of these"
+    assert page.page.locator(".digit-set").get_attribute("title") == WHY
     assert "7 or 1" in page.page.locator("#prediction span").nth(1).get_attribute("title")
     assert not page.page.locator("#answer-set").is_visible()
     page.click("#undo")  # one digit: the single digit's answer, and no sheet's sets

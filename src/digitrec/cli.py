@@ -236,19 +236,26 @@ def _model_options(c: argparse.ArgumentParser, precision: bool = True) -> None:
 
 
 def _answer_options(c: argparse.ArgumentParser) -> None:
+    from digitrec.inference.calibration import CONFORMAL_COVERAGE, DEFAULT_COVERAGE
+
     c.add_argument("--max-error", type=float, metavar="E",
                    help="flag as uncertain the answers under the confidence that keeps at most this share of the "
                         "validation digits' answers wrong (e.g. 0.001: one in a thousand)")
     c.add_argument("--sets", action="store_true",
                    help="add each digit's prediction set: the digits that hold the true one with --coverage")
+    low, high = CONFORMAL_COVERAGE
     c.add_argument("--coverage", type=float, metavar="C",
-                   help="the prediction sets' coverage, 0.9-0.999 (default 0.99; implies --sets)")
+                   help=f"the prediction sets' coverage, {low}-{high} (default {DEFAULT_COVERAGE}; implies --sets)")
 
 
 def _answering(a) -> dict:
     """--max-error, --sets and --coverage as Predictor.answering's arguments."""
+    from digitrec.inference.calibration import DEFAULT_COVERAGE
+
     sets = a.sets or a.coverage is not None
-    return {"max_error": a.max_error, "coverage": (0.99 if a.coverage is None else a.coverage) if sets else None}
+    return {"max_error": a.max_error, "coverage": (DEFAULT_COVERAGE if a.coverage is None else a.coverage) if sets
+            else None}
+
 
 def _cmd_fetch(a) -> int:
     from digitrec.data.datasets import fetch

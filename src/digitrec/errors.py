@@ -29,6 +29,7 @@ CODES: dict[str, Code] = {
     "too_large": Code("a file, body or image over a size or pixel limit", 413),
     "too_costly": Code("an image whose decoding or preprocessing would pass its time or memory budget", 422),
     "no_ink": Code("a blank or uniform image: nothing to read", 422),
+    "not_calibrated": Code("a model without the held-out tables that --max-error or --sets need", 422),
     "missing_dependency": Code("an optional dependency is not installed", 503),
     "data_unavailable": Code("a data set could not be fetched or read", 422),
     "unavailable": Code("the service is busy or not ready; try again", 503),

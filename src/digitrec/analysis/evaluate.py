@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from digitrec.inference.backends import Evaluation
-from digitrec.inference.calibration import Calibration
+from digitrec.inference.calibration import DEFAULT_COVERAGE, Calibration
 from digitrec.inference.reliability import calibration_report, coverage_at_error, reliability, risk_coverage
 from digitrec.meta import ModelMeta
 
@@ -55,22 +55,22 @@ def build_report(ev: Evaluation, meta: ModelMeta, classes: list[str]) -> dict:
 
 def selective_report(ev: Evaluation, meta: ModelMeta) -> dict:
     """Selective answers: the share of answers that can be kept, most sure first, with at most 0.1% and 1% of them
-    wrong; and, when the model's metadata has the tables, what its `--max-error` thresholds and 99% prediction
-    sets give on this split (they were fitted on the validation digits)."""
+    wrong; and, when the model's metadata has the tables, what its `--max-error` thresholds and prediction sets
+    (the default coverage) give on this split (both were fitted on the validation digits)."""
     confidence, correct = ev.probabilities.max(1).values, ev.predictions == ev.labels
     out = {"coverage_at_error": {str(e): coverage_at_error(confidence, correct, e) for e in (0.001, 0.01)}}
     cal = Calibration.from_meta(meta)
     if cal.risk:
         out["max_error"] = {}
         for e in (0.001, 0.01):
-            kept = confidence >= cal.threshold_for(e)
+            kept = confidence >= cal.answering(max_error=e).uncertain_below
             out["max_error"][str(e)] = {"kept": kept.double().mean().item(),
                                         "wrong_among_kept": (~correct[kept]).double().mean().nan_to_num().item()}
-    if cal.conformal_scores:
-        asked = cal.answering(coverage=0.99)
-        inside = ev.probabilities >= asked.set_at_least - 1e-9
-        out["sets_at_0.99"] = {"coverage": inside.gather(1, ev.labels[:, None]).double().mean().item(),
-                               "mean_size": inside.sum(1).double().mean().item()}
+    if cal.conformal_p_true:
+        inside = torch.from_numpy(cal.answering(coverage=DEFAULT_COVERAGE).in_sets(ev.probabilities.numpy()))
+        out["sets"] = {"coverage_asked": DEFAULT_COVERAGE,
+                       "coverage": inside.gather(1, ev.labels[:, None]).double().mean().item(),
+                       "mean_size": inside.sum(1).double().mean().item()}
     return out
 
 
@@ -83,9 +83,9 @@ def format_report(report: dict) -> str:
                  *report["coverage_at_error"].values())]
     for e, row in report.get("max_error", {}).items():
         lines.append(f"  --max-error {e}: {row['kept']:.2%} answered, {row['wrong_among_kept']:.3%} of them wrong")
-    if "sets_at_0.99" in report:
-        lines.append("  --sets (coverage 0.99): the true digit in {coverage:.2%} of the sets, {mean_size:.3f} digits a "
-                     "set on average".format(**report["sets_at_0.99"]))
+    if "sets" in report:
+        lines.append("  --sets (coverage {coverage_asked}): the true digit in {coverage:.2%} of the sets, {mean_size:.3f} "
+                     "digits a set on average".format(**report["sets"]))
     lines += ["",
              f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for row, name in zip(report["per_class"], report["classes"]):

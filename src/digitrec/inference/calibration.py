@@ -12,12 +12,14 @@ from digitrec.errors import DigitrecError
 from digitrec.meta import ModelMeta
 
 # A (calibrated) probability under this is flagged uncertain for models whose metadata has no threshold of its
-# own; fitted thresholds never fall below it (calibration.UNCERTAIN_RANGE).
+# own; fitted thresholds never fall below it (reliability.UNCERTAIN_RANGE), though `--max-error` may ask for less.
 UNCERTAIN_BELOW = 0.70
 VERDICTS = ("digit", "uncertain", "not_a_digit", "no_ink", "error")
 # The coverages prediction sets are given for (`--coverage`): under 90% a set says little, and past 99.9% the
-# 5,000 validation digits no longer tell the quantile (reliability.conformal_scores stores what this range needs).
+# 5,000 validation digits no longer tell the quantile (reliability.conformal_p_true keeps what this range needs).
 CONFORMAL_COVERAGE = (0.9, 0.999)
+DEFAULT_COVERAGE = 0.99  # `--sets` without `--coverage`
+NOT_CALIBRATED = "this model's metadata has no {} (fitted on held-out digits): fit them with `digitrec calibrate`"
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,10 @@ class Calibration:
         probabilities to things that are not digits, so the top probability separates the two.
     uncertain_below: a top probability under this (and not under not_a_digit_below) is "uncertain".
     in_graph: the temperature is already applied inside an exported graph (its runtime must not apply it again).
-    risk: the validation digits' answers as rows (threshold, kept, wrong) (reliability.risk_table), for
-        `--max-error`: the uncertain threshold that keeps at most that share of wrong answers.
-    conformal_scores, conformal_n: the largest prediction-set scores (1 - the true digit's probability) of the
-        conformal_n validation digits (reliability.conformal_scores), for `--sets`.
+    risk: the validation digits' answers as rows (threshold, kept, wrong) (reliability.risk_table), none under
+        not_a_digit_below, for `--max-error`: the uncertain threshold that keeps at most that share wrong.
+    conformal_p_true, conformal_n: the smallest probabilities of the true digit among the conformal_n validation
+        digits, ascending (reliability.conformal_p_true), for `--sets`.
     set_at_least: not stored; set by `answering(coverage=...)`: records then carry a prediction set, the digits
         with at least this probability.
     """
@@ -44,7 +46,7 @@ class Calibration:
     in_graph: bool = False
     fitted_on: str | None = None
     risk: tuple[tuple[float, int, int], ...] = ()
-    conformal_scores: tuple[float, ...] = ()
+    conformal_p_true: tuple[float, ...] = ()
     conformal_n: int = 0
     set_at_least: float | None = None
 
@@ -56,53 +58,56 @@ class Calibration:
         try:
             risk = tuple((float(t), int(k), int(w)) for t, k, w in c.get("risk", ()))
             conformal = c.get("conformal") or {}
-            scores, n = tuple(float(t) for t in conformal.get("scores", ())), int(conformal.get("n", 0))
+            p_true, n = tuple(float(p) for p in conformal.get("p_true", ())), int(conformal.get("n", 0))
         except (TypeError, ValueError, AttributeError):
             raise DigitrecError("model metadata has an invalid risk table or conformal scores", code="invalid_model")
-        cal = cls(**known, risk=risk, conformal_scores=scores, conformal_n=n)
-        if not (cal.temperature > 0 and 0 <= cal.not_a_digit_below <= cal.uncertain_below <= 1):
+        cal = cls(**known, risk=risk, conformal_p_true=p_true, conformal_n=n)
+        if not (cal.temperature > 0 and 0 <= cal.not_a_digit_below <= cal.uncertain_below <= 1
+                and list(p_true) == sorted(p_true) and all(0 <= p <= 1 for p in p_true) and n >= len(p_true)):
             raise DigitrecError(f"model metadata has an invalid calibration {c}", code="invalid_model")
         return cal
 
     def to_dict(self) -> dict:
         """The metadata's "calibration" object (what `answering` set for one request is not part of it)."""
         d = asdict(self)
-        del d["set_at_least"], d["risk"], d["conformal_scores"], d["conformal_n"]
+        del d["set_at_least"], d["risk"], d["conformal_p_true"], d["conformal_n"]
         if self.risk:
             d["risk"] = [list(row) for row in self.risk]
-        if self.conformal_scores:
-            d["conformal"] = {"score": "1 - p(true digit)", "n": self.conformal_n,
-                              "scores": list(self.conformal_scores)}
+        if self.conformal_p_true:
+            d["conformal"] = {"score": "1 - p(true digit)", "n": self.conformal_n, "p_true": list(self.conformal_p_true)}
         return d
 
     def threshold_for(self, max_error: float) -> float:
         """The lowest confidence threshold under which answers are flagged so that at most `max_error` of the
-        validation digits answered are wrong (a threshold over 1, answering nothing, if none does)."""
+        validation digits answered are wrong (a threshold over 1, answering nothing, if none does).  The table has
+        no row under not_a_digit_below: what is not a digit stays so."""
         if not 0 <= max_error < 1:
             raise DigitrecError(f"max_error must be in [0, 1), not {max_error}", param="max_error")
         if not self.risk:
-            raise DigitrecError("this model's metadata has no risk table for max_error: fit it with "
-                                "`digitrec calibrate`", code="invalid_model")
+            raise DigitrecError(NOT_CALIBRATED.format("risk table for max_error"), code="not_calibrated")
         for threshold, kept, wrong in self.risk:
             if kept and wrong <= max_error * kept:
                 return threshold
         return math.nextafter(1.0, 2.0)
 
     def set_threshold(self, coverage: float) -> float:
-        """Split conformal prediction: the probability a digit needs to be in the set so that sets hold the true
-        digit for at least `coverage` of images like the validation digits (1 - the ceil((n + 1) coverage)-th
-        smallest validation score)."""
+        """Split conformal prediction (score 1 - p(true digit)): the probability a digit needs to be in the set so
+        that sets hold the true digit for at least `coverage` of images like the validation digits.  With n
+        scores that is 1 - their ceil((n + 1) coverage)-th smallest: the (n + 1 - ceil((n + 1) coverage))-th
+        smallest probability of the true digit."""
         low, high = CONFORMAL_COVERAGE
         if not low <= coverage <= high:
             raise DigitrecError(f"coverage must be in [{low}, {high}], not {coverage}", param="coverage")
-        if not self.conformal_scores:
-            raise DigitrecError("this model's metadata has no conformal scores for prediction sets: fit them with "
-                                "`digitrec calibrate`", code="invalid_model")
-        index = self.conformal_n - math.ceil((self.conformal_n + 1) * coverage)  # among the scores, largest first
+        if not self.conformal_p_true:
+            raise DigitrecError(NOT_CALIBRATED.format("conformal scores for prediction sets"), code="not_calibrated")
+        index = self.conformal_n - math.ceil((self.conformal_n + 1) * coverage)  # 0-based, ascending
         if index < 0:
             raise DigitrecError(f"coverage {coverage} needs more than the {self.conformal_n} digits this model was "
                                 "calibrated on", param="coverage")
-        return 1 - self.conformal_scores[min(index, len(self.conformal_scores) - 1)]
+        if index >= len(self.conformal_p_true):
+            raise DigitrecError(f"this model's metadata keeps too few conformal scores for coverage {coverage}",
+                                code="not_calibrated")
+        return self.conformal_p_true[index]
 
     def answering(self, max_error: float | None = None, coverage: float | None = None) -> Calibration:
         """This calibration as one request asks to be answered: flagged below the threshold of `max_error`
@@ -114,13 +119,17 @@ class Calibration:
             cal = replace(cal, set_at_least=self.set_threshold(coverage))
         return cal
 
+    def in_sets(self, probs: np.ndarray) -> np.ndarray:
+        """[N, 10] probabilities -> [N, 10] bool: each digit's place in its image's prediction set."""
+        return np.asarray(probs) >= self.set_at_least - 1e-9  # (float32 probabilities against a float64 score)
+
     def prediction_set(self, probs: np.ndarray) -> list[int] | None:
         """The digits with at least set_at_least probability, most probable first (None when no sets were asked).
         Empty when no digit is that likely: at 99% coverage, about 1% of MNIST's test digits."""
         if self.set_at_least is None:
             return None
         order = np.argsort(-probs, kind="stable")
-        return [int(d) for d in order if probs[d] >= self.set_at_least - 1e-9]
+        return [int(d) for d in order if self.in_sets(probs[None])[0, d]]
 
     def verdict(self, top_probability: float) -> str:
         if top_probability < self.not_a_digit_below:
@@ -128,6 +137,7 @@ class Calibration:
         if top_probability < self.uncertain_below:
             return "uncertain"
         return "digit"
+
 
 def describe(probs: np.ndarray, calibration: Calibration, topk: int = 3) -> dict:
     """[10] probabilities -> the fields of a prediction record: digit (None when not a digit), confidence,

@@ -163,7 +163,7 @@ def failed_record(kind: str, path: str, error: DigitrecError) -> Record:
 # ---------------------------------------------------------------------------------------------------
 # Output formats of the CLI.
 
-COLUMNS = {"predict": ["path", "digit", "verdict", "confidence", "topk", "uncertain", "set", "error"],
+COLUMNS = {"predict": ["path", "digit", "verdict", "confidence", "topk", "uncertain", "error"],
            "read": ["path", "text", "digits", "error"]}
 
 
@@ -175,10 +175,11 @@ def format_records(records: list[Record], fmt: str, kind: str) -> str:
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(COLUMNS[kind])
+        columns = COLUMNS[kind] + (["set"] if any("set" in r for r in dicts) else [])  # (asked for: --sets)
+        writer.writerow(columns)
         for r in dicts:
             writer.writerow([json.dumps(r.get(c)) if isinstance(r.get(c), list) else
-                             ("" if r.get(c) is None else r.get(c)) for c in COLUMNS[kind]])
+                             ("" if r.get(c) is None else r.get(c)) for c in columns])
         return buffer.getvalue().rstrip("\n")
     return "\n".join(_table_line(r, kind) for r in dicts)
 

@@ -148,22 +148,25 @@ def coverage_at_error(confidence: torch.Tensor, correct: torch.Tensor, max_error
     return float(coverage[within[-1]]) if len(within) else 0.0
 
 
-def risk_table(confidence: torch.Tensor, correct: torch.Tensor) -> list[list]:
-    """What `--max-error` needs of the validation digits: rows [threshold, kept, wrong], thresholds ascending,
-    each the lowest confidence that keeps out one more wrong answer (0 first: everything kept).  Between two rows
-    the number wrong stays and the number kept falls, so the share wrong is lowest at a row's own threshold: a
-    threshold for any max_error is one of these rows (Calibration.threshold_for)."""
+def risk_table(confidence: torch.Tensor, correct: torch.Tensor, floor: float = 0.0) -> list[list]:
+    """What `--max-error` needs of the validation digits: rows [threshold, kept, wrong], thresholds ascending from
+    `floor` (the not-a-digit threshold: nothing under it is answered anyway), each further one the lowest
+    confidence that keeps out one more wrong answer.  Between two rows the number wrong stays and the number kept
+    falls, so the share wrong is lowest at a row's own threshold: the threshold for any max_error is one of these
+    rows (Calibration.threshold_for)."""
     confidence, correct = confidence.double(), correct.bool()
-    cuts = sorted({0.0} | {float(torch.nextafter(c, torch.tensor(2.0, dtype=c.dtype))) for c in confidence[~correct]})
+    above = lambda c: float(torch.nextafter(c, torch.tensor(2.0, dtype=c.dtype)))  # noqa: E731
+    cuts = sorted({floor} | {above(c) for c in confidence[~correct] if c >= floor})
     return [[t, int((confidence >= t).sum()), int(((confidence >= t) & ~correct).sum())] for t in cuts]
 
 
-def conformal_scores(probabilities: torch.Tensor, labels: torch.Tensor) -> list[float]:
-    """Split conformal prediction's scores of the validation digits, 1 - the probability of the true digit
-    (LAC: Sadinle, Lei & Wasserman 2019, whose sets are the smallest on average for a coverage), largest first,
-    only as many as the lowest coverage of CONFORMAL_COVERAGE needs: Calibration.set_threshold reads them.  (The
+def conformal_p_true(probabilities: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Split conformal prediction's calibration scores for the validation digits, 1 - the probability of the
+    true digit (LAC: Sadinle, Lei & Wasserman 2019, whose sets are the smallest on average for a coverage), kept
+    as those probabilities, smallest first (4 significant digits keep their precision however small), only as
+    many as the lowest coverage of CONFORMAL_COVERAGE needs: Calibration.set_threshold reads them.  (The
     adaptive sets of Romano et al. 2020 were measured too: on this model, whose validation probabilities are near
     1, they held 8 digits on average at 99% coverage.)"""
-    scores = 1 - probabilities.double().gather(1, labels[:, None])[:, 0]
+    p_true = probabilities.double().gather(1, labels[:, None])[:, 0]
     needed = len(labels) - math.ceil((len(labels) + 1) * CONFORMAL_COVERAGE[0]) + 1
-    return [float(f"{t:.4g}") for t in scores.sort(descending=True).values[:max(needed, 1)].tolist()]
+    return [float(f"{p:.4g}") for p in p_true.sort().values[:max(needed, 1)].tolist()]

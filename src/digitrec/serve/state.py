@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import Query, Request
 
 from digitrec.errors import DigitrecError
+from digitrec.inference.calibration import CONFORMAL_COVERAGE, DEFAULT_COVERAGE
 from digitrec.serve.config import Settings
 from digitrec.serve.http import ApiError
 from digitrec.serve.runner import Runner, ServedPredictor
@@ -30,14 +31,18 @@ def server_state(request: Request) -> ServerState:
 
 
 def answering_predictor(request: Request,
-                        max_error: float | None = Query(None, ge=0, lt=1, description=(
+                        max_error: float | None = Query(None, description=(
                             "flag as uncertain the answers under the confidence that keeps at most this share of "
                             "the validation digits' answers wrong (0.001: one in a thousand)")),
                         sets: bool = Query(False, description="add each digit's prediction set"),
-                        coverage: float = Query(0.99, ge=0.9, le=0.999, description="the sets' coverage")
-                        ) -> ServedPredictor:
-    """The served predictor, answering as the request's query asks (inference.Predictor.answering)."""
+                        coverage: float | None = Query(None, description=(
+                            f"the sets' coverage, {CONFORMAL_COVERAGE[0]}-{CONFORMAL_COVERAGE[1]} (default "
+                            f"{DEFAULT_COVERAGE}; implies sets=true)"))) -> ServedPredictor:
+    """The served predictor, answering as the request's query asks (inference.Predictor.answering); the
+    ranges are checked there, as for the CLI."""
+    if sets and coverage is None:
+        coverage = DEFAULT_COVERAGE
     try:
-        return server_state(request).predictor.answering(max_error, coverage if sets else None)
-    except DigitrecError as e:
-        raise ApiError(e.code, str(e)) from None
+        return server_state(request).predictor.answering(max_error, coverage)
+    except DigitrecError as e:  # a value out of range names its parameter: the server's own invalid_request
+        raise ApiError("invalid_request" if e.param else e.code, str(e)) from None

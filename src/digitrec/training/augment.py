@@ -93,8 +93,9 @@ def small_capture(x: torch.Tensor) -> torch.Tensor:
 
 
 def skipped_strokes(x: torch.Tensor) -> torch.Tensor:
-    """Every image of x with one to three gaps, 1-2 px in radius, cut across its strokes at inked points drawn
-    at random (a pen that skips, faint ink; a loop left open).  Images without ink are left as they are."""
+    """Every image of x with one to three gaps, 1-2 px in radius, cut across its strokes, and a one-pixel pinhole
+    at each of the three sites drawn that got no gap (inked points drawn at random: a pen that skips, faint ink,
+    a loop left open)."""
     n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
     ink = (x[:, 0] > 0.5).flatten(1).to(x.dtype)
     where = torch.multinomial(ink + 1e-6, 3)  # [N, 3] flat pixel indices, inked ones almost surely
@@ -105,7 +106,7 @@ def skipped_strokes(x: torch.Tensor) -> torch.Tensor:
                             torch.arange(w, device=x.device, dtype=x.dtype), indexing="ij")
     distance = ((xs[None, None] - centres[..., 0, None, None]) ** 2
                 + (ys[None, None] - centres[..., 1, None, None]) ** 2).sqrt()  # [N, 3, H, W]
-    keep = (distance - radius[..., None, None]).clamp(0, 1).amin(1)  # 0 inside a gap, a soft 1 px edge
+    keep = (distance - radius[..., None, None]).clamp(0, 1).amin(1)  # 0 inside a gap (a radius 0 site: its pixel)
     return x * keep[:, None]
 
 

@@ -4,12 +4,14 @@ for a model file trained before a change to those rules.  The test set is never 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from digitrec.inference.calibration import Calibration
 from digitrec.inference.reliability import (
     calibration_report,
-    conformal_scores,
+    conformal_p_true,
     coverage_at_error,
     expected_calibration_error,
     fit_temperature,
@@ -54,9 +56,10 @@ def calibrate(network, meta: ModelMeta, validation, outliers=None, device="cpu",
     fitted_on = f"{len(labels)} held-out training digits" + \
         (f" and {len(outliers)} held-out synthetic non-digits" if outliers is not None else "") + \
         (" (seen in training: no held-out split)" if seen else "")
-    calibration = Calibration(temperature, threshold, flag_below, fitted_on=fitted_on,
-                              risk=tuple(tuple(row) for row in risk_table(digit_tops, correct)),
-                              conformal_scores=tuple(conformal_scores(probabilities, labels)),
+    calibration = Calibration(temperature, threshold, flag_below, fitted_on=fitted_on)
+    if not seen:  # (digits the model trained on would promise more than it keeps)
+        risk = tuple(tuple(row) for row in risk_table(digit_tops, correct, threshold))
+        calibration = replace(calibration, risk=risk, conformal_p_true=tuple(conformal_p_true(probabilities, labels)),
                               conformal_n=len(labels))
     return calibration, summary
 
@@ -88,7 +91,6 @@ def recalibrate(model, out, data_dir="data", device="auto", log=None):
     """Fit a trained model's calibration again, on the held-out data its training used, and write the same
     weights with the new calibration to OUT/model.safetensors.  For models trained before a change to the
     rules here: retraining would give the same calibration, in twenty minutes instead of seconds."""
-    from dataclasses import replace
     from pathlib import Path
 
     from digitrec.data.datasets import load_split, say

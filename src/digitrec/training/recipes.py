@@ -88,11 +88,12 @@ class Augment:
     euro: float = 0.0
     # Pens and captures MNIST's scans never show (the trust-shift issue: blobby felt-tip digits, small digits
     # photographed and scaled up, strokes broken by faint ink were the confident errors on other people's digits).
-    # This share drawn with a felt tip (up to a 5x5 dilation: strokes 5-7 px wide, loops nearly closed) ...
+    # This share drawn with a felt tip (a dilation by a disc of radius 2: strokes 5-6 px wide, loops nearly
+    # closed) ...
     felt: float = 0.0
     # ... captured at 8-16 px of digit height and scaled back up (soft, blocky strokes) ...
     lowres: float = 0.0
-    # ... and with one to three gaps cut across the stroke (a pen that skips; 0s, 6s and 9s left open).
+    # ... and with one to three gaps cut across the stroke and pinholes (a pen that skips; loops left open).
     breaks: float = 0.0
 
     def __post_init__(self) -> None:

@@ -79,8 +79,9 @@ def batch_item(record) -> dict:
     error = record_error(record)
     if error:
         metrics.count_prediction(None, error.verdict)
-        return {"name": record["path"], "error": error.code, "detail": error.detail, "verdict": error.verdict}
-    return {"name": record["path"], **_answer(record, False)}
+        return {"name": record["path"], "digit": None, "confidence": None, "uncertain": None, "topk": None,
+                "probabilities": None, "error": error.code, "detail": error.detail, "verdict": error.verdict}
+    return {"name": record["path"], **_answer(record, False), "error": None, "detail": None}
 
 
 def _predict(predictor: ServedPredictor, include_image: bool):
@@ -99,7 +100,9 @@ async def predict(request: Request, include_image: bool = Query(False, descripti
     return prediction_response(record, include_image)
 
 
-@router.post("/v1/predict/batch", response_model=BatchResult, responses=ERRORS, openapi_extra=image_body(True))
+# (exclude_unset: an item's `set` appears only when asked for; every other key is always set, null or not)
+@router.post("/v1/predict/batch", response_model=BatchResult, response_model_exclude_unset=True, responses=ERRORS,
+             openapi_extra=image_body(True))
 async def predict_batch(request: Request, state: ServerState = Depends(server_state),
                         predictor: ServedPredictor = Depends(answering_predictor)):
     """Several images (at most 256) -> one result, or one error, per image."""
