@@ -160,7 +160,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 # sigmoid(a * logit(product) + b + c * [a piece of it was cut or read whole by the sequence reader]), fitted on
 # numbers drawn from the validation digits and read as `read` reads them, sequence reader included
 # (`python -m benchmarks.read_calibration`, the shipped model).
-NUMBER_CALIBRATION = (0.6480, -1.5560, 1.7212)
+NUMBER_CALIBRATION = (0.7760, -1.5656, 1.3987)
 
 
 def number_confidence(digit_confidences: list[float], cut: bool,
