@@ -12,6 +12,7 @@ process, its preparing processes and the load generator; the lean one leaves the
 clients take.
 
     python -m benchmarks.serve --data-dir data --clients 16 --requests 200
+    python -m benchmarks.serve --data-dir data --sheets --clients 4 --requests 50    # /v1/read, sheets
 
 A/B on a shared machine: --variant NAME='SERVE OPTIONS' (repeatable) runs each variant in turn, --rounds times,
 so that a change in the machine's load hits every variant alike:
@@ -54,7 +55,25 @@ def page_image(digit, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-async def client(url: str, images: list[bytes], n: int, offset: int, latencies: list, errors: list, deadline: float):
+def sheet_images(data_dir: str, n: int = 50) -> list[bytes]:
+    """Sheets of five numbers (a date, a phone number and a decimal on two lines, a time and a plain number on a
+    third) drawn from MNIST's validation digits (data.sheets), as `read` benchmarks them: /v1/read's requests."""
+    import numpy as np
+
+    from digitrec.data.datasets import split_validation
+    from digitrec.data.sheets import by_class, draw_sheet
+
+    validation = split_validation(load_split("mnist", data_dir, train=True), 5000)[1]
+    bank = by_class(validation.images.numpy(), validation.labels.numpy())
+    rng = np.random.default_rng(2027)
+    digits = lambda k: "".join(str(d) for d in rng.integers(0, 10, k))  # noqa: E731
+    return [draw_sheet([[f"{digits(2)}/{digits(2)}/{digits(4)}"],
+                        [f"{digits(3)}-{digits(4)}", f"{digits(2)}.{digits(2)}"],
+                        [f"{digits(2)}:{digits(2)}", digits(4)]], bank, rng) for _ in range(n)]
+
+
+async def client(url: str, images: list[bytes], n: int, offset: int, latencies: list, errors: list, deadline: float,
+                 path: str = "/v1/predict"):
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
         for i in range(n):
             if time.monotonic() > deadline:
@@ -62,7 +81,7 @@ async def client(url: str, images: list[bytes], n: int, offset: int, latencies: 
                 return
             start = time.perf_counter()
             try:
-                r = await http.post("/v1/predict", content=images[(offset + i) % len(images)],
+                r = await http.post(path, content=images[(offset + i) % len(images)],
                                     headers={"Content-Type": "image/png"})
                 if r.status_code != 200:
                     errors.append(r.status_code)
@@ -71,8 +90,9 @@ async def client(url: str, images: list[bytes], n: int, offset: int, latencies: 
             latencies.append(time.perf_counter() - start)
 
 
-def hey(url: str, image: bytes, clients: int, requests: int) -> tuple[int, int, float, float, float]:
-    """(sent, errors, requests/s, p50 s, p99 s) of `hey` POSTing `image` to /v1/predict."""
+def hey(url: str, image: bytes, clients: int, requests: int, path: str = "/v1/predict"
+        ) -> tuple[int, int, float, float, float]:
+    """(sent, errors, requests/s, p50 s, p99 s) of `hey` POSTing `image` to `path`."""
     import csv
     import tempfile
 
@@ -80,7 +100,7 @@ def hey(url: str, image: bytes, clients: int, requests: int) -> tuple[int, int, 
         body.write(image)
         body.flush()
         out = subprocess.run(["hey", "-n", str(requests), "-c", str(clients), "-m", "POST", "-T", "image/png",
-                              "-D", body.name, "-o", "csv", f"{url}/v1/predict"],
+                              "-D", body.name, "-o", "csv", f"{url}{path}"],
                              capture_output=True, text=True, timeout=600).stdout
     rows = list(csv.DictReader(io.StringIO(out)))
     ok = [r for r in rows if r["status-code"] == "200"]
@@ -131,6 +151,7 @@ def main():
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--mnist", action="store_true", help="send 28x28 MNIST PNGs instead of 446x336 pages")
+    p.add_argument("--sheets", action="store_true", help="send sheets of five numbers to /v1/read instead")
     p.add_argument("--max-seconds", type=float, default=600, help="stop sending after this long")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=OPTIONS",
                    help="a server configuration to compare (repeatable); default: the options after --")
@@ -141,10 +162,11 @@ def main():
         [("default", args.server_args)]
     test = load_split("mnist", args.data_dir, train=False)
     images = []
-    for i in range(50 if not args.mnist else 500):
+    for i in range(0 if args.sheets else 50 if not args.mnist else 500):
         buffer = io.BytesIO()
         Image.fromarray(test.images[i].numpy()).save(buffer, "PNG")
         images.append(buffer.getvalue() if args.mnist else page_image(test.images[i].numpy(), i))
+    images = images or sheet_images(args.data_dir)
     print(f"machine: {machine()}; load average before: {os.getloadavg()[0]:.2f}")
     for round_ in range(args.rounds):
         for name, server_args in variants:
@@ -167,10 +189,12 @@ def run(args, images: list[bytes], server_args: list[str]) -> None:
                 time.sleep(0.2)
         else:
             raise SystemExit("server did not start")
+        path = "/v1/read" if args.sheets else "/v1/predict"
         for image in images[:20]:  # warm-up
-            httpx.post(f"{url}/v1/predict", content=image, headers={"Content-Type": "image/png"})
+            httpx.post(f"{url}{path}", content=image, headers={"Content-Type": "image/png"}, timeout=60)
         backend = httpx.get(f"{url}/v1/model").json()["backend"]
-        kind = "28x28 MNIST PNGs" if args.mnist else f"{len(images[0])}-byte 446x336 PNG pages"
+        kind = "28x28 MNIST PNGs" if args.mnist else "sheets of five numbers" if args.sheets else \
+            f"{len(images[0])}-byte 446x336 PNG pages"
         for clients in (1, args.clients):
             before = tree_rss_mb(server.pid)
             latencies, errors = [], []
@@ -178,7 +202,7 @@ def run(args, images: list[bytes], server_args: list[str]) -> None:
             start = time.perf_counter()
 
             async def all_clients():
-                await asyncio.gather(*(client(url, images, args.requests, c * 7, latencies, errors, deadline)
+                await asyncio.gather(*(client(url, images, args.requests, c * 7, latencies, errors, deadline, path)
                                        for c in range(clients)))
 
             cpu = CpuPerRequest(server.pid)
@@ -193,7 +217,7 @@ def run(args, images: list[bytes], server_args: list[str]) -> None:
         if shutil.which("hey"):
             for clients in (1, args.clients):
                 cpu = CpuPerRequest(server.pid)
-                sent, failed, rate, p50, p99 = hey(url, images[0], clients, clients * args.requests)
+                sent, failed, rate, p50, p99 = hey(url, images[0], clients, clients * args.requests, path)
                 print(f"hey, {clients} client(s) x {args.requests} requests, one {kind[:-1]} ({backend}): {sent} sent, "
                       f"{failed} errors, {rate:.0f} requests/s, p50 {1000 * p50:.1f} ms, p99 {1000 * p99:.1f} ms; "
                       f"{cpu.line(sent)}", flush=True)

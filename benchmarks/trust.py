@@ -29,6 +29,7 @@ from benchmarks.shifted import (
 )
 from benchmarks.wild import DEBIAN_FONTS, handwriting_fonts, later_doodles, wild_digits, wild_lines, wild_non_digits
 from digitrec.data.datasets import load_split, to_float
+from digitrec.analysis.evaluate import selective_report
 from digitrec.errors import DigitrecError
 from digitrec.inference.backends import evaluate_split, predictive_model
 from digitrec.inference.predict import Predictor, default_model_path, predict_images, read_images
@@ -120,28 +121,6 @@ def digit_set_figures(records: list[dict], labels: list[int]) -> dict:
     return row
 
 
-def selective_figures(probabilities: torch.Tensor, labels: torch.Tensor, calibration) -> dict:
-    """What `--sets` (at 0.99 and 0.999) and `--max-error` (0.001, 0.01) give on a labelled split, with the
-    model's tables fitted on the validation digits; empty for a model without them."""
-    out: dict = {}
-    confidence, right = probabilities.max(1).values, probabilities.argmax(1) == labels
-    if calibration.conformal_p_true:
-        out["sets"] = {}
-        for coverage in (0.99, 0.999):
-            inside = torch.from_numpy(calibration.answering(coverage=coverage).in_sets(probabilities.numpy()))
-            size = inside.sum(1).double()
-            out["sets"][str(coverage)] = {"coverage": inside.gather(1, labels[:, None]).double().mean().item(),
-                                          "size": size.mean().item(), "empty": (size == 0).double().mean().item(),
-                                          "several": (size > 1).double().mean().item()}
-    if calibration.risk:
-        out["max_error"] = {}
-        for max_error in (0.001, 0.01):
-            kept = confidence >= calibration.answering(max_error=max_error).uncertain_below
-            out["max_error"][str(max_error)] = {"kept": kept.double().mean().item(),
-                                                "wrong": (~right[kept]).double().mean().nan_to_num().item()}
-    return out
-
-
 def _target(key: str) -> str:
     sign, value = SHIFT_TARGETS[key]
     return f"{sign}{value:.1%}"
@@ -230,16 +209,17 @@ def main() -> None:
     figures["mnist_test"] = {"accuracy": accuracy, **cal,
                              "flagged": float((top < predictor.calibration.uncertain_below).double().mean()),
                              "not_a_digit": float((top < predictor.calibration.not_a_digit_below).double().mean())}
-    figures["mnist_test"].update(selective_figures(probabilities, test.labels, predictor.calibration))
+    figures["mnist_test"].update(selective_report(probabilities, test.labels, predictor.calibration,
+                                                    (0.99, 0.999)))
     m = figures["mnist_test"]
     print(f"\nMNIST test (10,000): accuracy {m['accuracy']:.2f}%, ECE {m['ece']:.2%}, NLL {m['nll']:.4f}, Brier "
           f"{m['brier']:.4f}, mean confidence {m['mean_confidence']:.2%}; flagged {m['flagged']:.2%}, "
           f"not a digit {m['not_a_digit']:.2%}")
     for key, row in m.get("sets", {}).items():
-        print(f"  prediction sets at coverage {key}: hold the digit {row['coverage']:.2%}, {row['size']:.3f} digits "
-              f"a set ({row['empty']:.2%} empty, {row['several']:.2%} of two or more)")
+        print(f"  prediction sets at coverage {key}: hold the digit {row['coverage']:.2%}, {row['mean_size']:.3f} "
+              f"digits a set ({row['empty']:.2%} empty, {row['several']:.2%} of two or more)")
     for key, row in m.get("max_error", {}).items():
-        print(f"  --max-error {key}: {row['kept']:.2%} answered, {row['wrong']:.3%} of them wrong")
+        print(f"  --max-error {key}: {row['kept']:.2%} answered, {row['wrong_among_kept']:.3%} of them wrong")
 
     rng = np.random.default_rng(2026)
     # 2. Digits in the wild (handwriting fonts).

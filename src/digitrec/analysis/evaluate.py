@@ -46,31 +46,34 @@ def build_report(ev: Evaluation, meta: ModelMeta, classes: list[str]) -> dict:
         "mean_confidence": calibration["mean_confidence"],
         "reliability": reliability(ev.probabilities, ev.labels),
         "errors": len(ev.labels) - ev.correct,
-        **selective_report(ev, meta),
+        **selective_report(ev.probabilities, ev.labels, Calibration.from_meta(meta)),
         "classes": classes,
         "per_class": per_class_scores(confusion),
         "confusion_matrix": confusion.tolist(),
     }
 
 
-def selective_report(ev: Evaluation, meta: ModelMeta) -> dict:
-    """Selective answers: the share of answers that can be kept, most sure first, with at most 0.1% and 1% of them
-    wrong; and, when the model's metadata has the tables, what its `--max-error` thresholds and prediction sets
-    (the default coverage) give on this split (both were fitted on the validation digits)."""
-    confidence, correct = ev.probabilities.max(1).values, ev.predictions == ev.labels
-    out = {"coverage_at_error": {str(e): coverage_at_error(confidence, correct, e) for e in (0.001, 0.01)}}
-    cal = Calibration.from_meta(meta)
-    if cal.risk:
+def selective_report(probabilities: torch.Tensor, labels: torch.Tensor, calibration: Calibration,
+                     coverages: tuple[float, ...] = (DEFAULT_COVERAGE,)) -> dict:
+    """Selective answers on a labelled split: the share of answers that can be kept, most sure first, with at most
+    0.1% and 1% of them wrong; and, when the calibration has the tables (fitted on the validation digits), what
+    `--max-error` 0.001 and 0.01 and prediction sets of the given coverages give here."""
+    confidence, correct = probabilities.max(1).values, probabilities.argmax(1) == labels
+    out: dict = {"coverage_at_error": {str(e): coverage_at_error(confidence, correct, e) for e in (0.001, 0.01)}}
+    if calibration.risk:
         out["max_error"] = {}
         for e in (0.001, 0.01):
-            kept = confidence >= cal.answering(max_error=e).uncertain_below
+            kept = confidence >= calibration.answering(max_error=e).uncertain_below
             out["max_error"][str(e)] = {"kept": kept.double().mean().item(),
                                         "wrong_among_kept": (~correct[kept]).double().mean().nan_to_num().item()}
-    if cal.conformal_p_true:
-        inside = torch.from_numpy(cal.answering(coverage=DEFAULT_COVERAGE).in_sets(ev.probabilities.numpy()))
-        out["sets"] = {"coverage_asked": DEFAULT_COVERAGE,
-                       "coverage": inside.gather(1, ev.labels[:, None]).double().mean().item(),
-                       "mean_size": inside.sum(1).double().mean().item()}
+    if calibration.conformal_p_true:
+        out["sets"] = {}
+        for coverage in coverages:
+            inside = torch.from_numpy(calibration.answering(coverage=coverage).in_sets(probabilities.numpy()))
+            size = inside.sum(1).double()
+            out["sets"][str(coverage)] = {"coverage": inside.gather(1, labels[:, None]).double().mean().item(),
+                                          "mean_size": size.mean().item(), "empty": (size == 0).double().mean().item(),
+                                          "several": (size > 1).double().mean().item()}
     return out
 
 
@@ -83,9 +86,9 @@ def format_report(report: dict) -> str:
                  *report["coverage_at_error"].values())]
     for e, row in report.get("max_error", {}).items():
         lines.append(f"  --max-error {e}: {row['kept']:.2%} answered, {row['wrong_among_kept']:.3%} of them wrong")
-    if "sets" in report:
-        lines.append("  --sets (coverage {coverage_asked}): the true digit in {coverage:.2%} of the sets, {mean_size:.3f} "
-                     "digits a set on average".format(**report["sets"]))
+    for coverage, row in report.get("sets", {}).items():
+        lines.append(f"  --sets --coverage {coverage}: the true digit in {row['coverage']:.2%} of the sets, "
+                     f"{row['mean_size']:.3f} digits a set on average")
     lines += ["",
              f"{'class':>12} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
     for row, name in zip(report["per_class"], report["classes"]):
