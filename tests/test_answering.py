@@ -51,8 +51,8 @@ def test_conformal_sets_reach_the_coverage_on_exchangeable_data():
     share (up to the sampling error), and are the smallest that do (LAC: probability above one threshold)."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(8000, 10, generator=g) * 3
-    labels = torch.distributions.Categorical(logits=logits).sample()
     probs = logits.softmax(1)
+    labels = torch.multinomial(probs, 1, generator=g)[:, 0]  # (its own generator: the same draw in any test order)
     calibrate, test = slice(0, 4000), slice(4000, 8000)
     cal = Calibration(conformal_p_true=tuple(conformal_p_true(probs[calibrate], labels[calibrate])),
                       conformal_n=4000)
@@ -60,7 +60,7 @@ def test_conformal_sets_reach_the_coverage_on_exchangeable_data():
         asked = cal.answering(coverage=coverage)
         sets = [asked.prediction_set(p) for p in probs[test].numpy()]
         covered = np.mean([y in s for s, y in zip(sets, labels[test].tolist())])
-        assert coverage - 0.01 <= covered <= coverage + 0.015, (coverage, covered)
+        assert coverage - 0.015 <= covered <= coverage + 0.02, (coverage, covered)  # (about 3 standard errors)
         assert all(list(s) == sorted(s, key=lambda d: -p[d]) for s, p in zip(sets[:50], probs[test].numpy()))
 
 

@@ -62,9 +62,11 @@ class Calibration:
         except (TypeError, ValueError, AttributeError):
             raise DigitrecError("model metadata has an invalid risk table or conformal scores", code="invalid_model")
         cal = cls(**known, risk=risk, conformal_p_true=p_true, conformal_n=n)
-        if not (cal.temperature > 0 and 0 <= cal.not_a_digit_below <= cal.uncertain_below <= 1
-                and list(p_true) == sorted(p_true) and all(0 <= p <= 1 for p in p_true) and n >= len(p_true)):
-            raise DigitrecError(f"model metadata has an invalid calibration {c}", code="invalid_model")
+        if not (cal.temperature > 0 and 0 <= cal.not_a_digit_below <= cal.uncertain_below <= 1):
+            raise DigitrecError(f"model metadata has an invalid calibration {known}", code="invalid_model")
+        if not (list(p_true) == sorted(p_true) and all(0 <= p <= 1 for p in p_true) and n >= len(p_true)):
+            raise DigitrecError("model metadata has invalid conformal scores (probabilities in [0, 1], ascending, "
+                                "no more than the digits counted)", code="invalid_model")
         return cal
 
     def to_dict(self) -> dict:
@@ -74,7 +76,8 @@ class Calibration:
         if self.risk:
             d["risk"] = [list(row) for row in self.risk]
         if self.conformal_p_true:
-            d["conformal"] = {"score": "1 - p(true digit)", "n": self.conformal_n, "p_true": list(self.conformal_p_true)}
+            d["conformal"] = {"score": "1 - p(true digit)", "n": self.conformal_n,
+                              "p_true": list(self.conformal_p_true)}
         return d
 
     def threshold_for(self, max_error: float) -> float:
