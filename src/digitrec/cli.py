@@ -250,11 +250,7 @@ def _answer_options(c: argparse.ArgumentParser) -> None:
 
 def _answering(a) -> dict:
     """--max-error, --sets and --coverage as Predictor.answering's arguments."""
-    from digitrec.inference.calibration import DEFAULT_COVERAGE
-
-    sets = a.sets or a.coverage is not None
-    return {"max_error": a.max_error, "coverage": (DEFAULT_COVERAGE if a.coverage is None else a.coverage) if sets
-            else None}
+    return {"max_error": a.max_error, "coverage": a.coverage, "sets": a.sets}
 
 
 def _cmd_fetch(a) -> int:

@@ -112,27 +112,29 @@ class Calibration:
                                 code="not_calibrated")
         return self.conformal_p_true[index]
 
-    def answering(self, max_error: float | None = None, coverage: float | None = None) -> Calibration:
+    def answering(self, max_error: float | None = None, coverage: float | None = None,
+                  sets: bool = False) -> Calibration:
         """This calibration as one request asks to be answered: flagged below the threshold of `max_error`
-        (None: the fitted uncertain_below), with prediction sets of `coverage` (None: no sets)."""
+        (None: the fitted uncertain_below), with prediction sets when `sets` is asked or a `coverage` is given
+        (DEFAULT_COVERAGE when only `sets` is)."""
         cal = self
         if max_error is not None:
             cal = replace(cal, uncertain_below=max(self.threshold_for(max_error), self.not_a_digit_below))
-        if coverage is not None:
-            cal = replace(cal, set_at_least=self.set_threshold(coverage))
+        if sets or coverage is not None:
+            cal = replace(cal, set_at_least=self.set_threshold(DEFAULT_COVERAGE if coverage is None else coverage))
         return cal
 
     def in_sets(self, probs: np.ndarray) -> np.ndarray:
-        """[N, 10] probabilities -> [N, 10] bool: each digit's place in its image's prediction set."""
+        """Probabilities ([10] or [N, 10]) -> bools of the same shape: each digit's place in its prediction set."""
         return np.asarray(probs) >= self.set_at_least - 1e-9  # (float32 probabilities against a float64 score)
 
-    def prediction_set(self, probs: np.ndarray) -> list[int] | None:
+    def prediction_set(self, probs: np.ndarray) -> tuple[int, ...] | None:
         """The digits with at least set_at_least probability, most probable first (None when no sets were asked).
         Empty when no digit is that likely: at 99% coverage, about 1% of MNIST's test digits."""
         if self.set_at_least is None:
             return None
-        order = np.argsort(-probs, kind="stable")
-        return [int(d) for d in order if self.in_sets(probs[None])[0, d]]
+        inside = self.in_sets(probs)
+        return tuple(int(d) for d in np.argsort(-probs, kind="stable") if inside[d])
 
     def verdict(self, top_probability: float) -> str:
         if top_probability < self.not_a_digit_below:

@@ -86,12 +86,14 @@ class Predictor:
                                                               .astype(np.float32)))
                                    for s in range(0, len(digits), self.batch_size)])
 
-    def answering(self, max_error: float | None = None, coverage: float | None = None) -> Predictor:
+    def answering(self, max_error: float | None = None, coverage: float | None = None,
+                  sets: bool = False) -> Predictor:
         """This predictor as one request asks to be answered (inference.Calibration.answering): answers flagged
         uncertain under the threshold that keeps at most `max_error` of the validation digits' answers wrong,
-        and prediction sets of `coverage`.  Shares the loaded model (and its lock); this one is unchanged."""
+        and prediction sets (`sets`, or a `coverage`).  Shares the loaded model (and its lock); this one is
+        unchanged."""
         view = copy.copy(self)
-        view.calibration = self.calibration.answering(max_error, coverage)
+        view.calibration = self.calibration.answering(max_error, coverage, sets)
         return view
 
     def describe(self, probs: np.ndarray, topk: int = 3) -> dict:
@@ -214,7 +216,7 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
     def digit(i: int) -> DigitReading:
         found = describe(probs[i], calibration, 1)
         return DigitReading(found["digit"], found["confidence"], found["verdict"], tuple(prepared.boxes[i]),
-                            None if found["set"] is None else tuple(found["set"]))
+                            found["set"])
 
     lines = []
     for numbers in plan:

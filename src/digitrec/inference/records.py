@@ -44,8 +44,7 @@ class Prediction:
            image: bytes | None = None) -> Prediction:
         found = describe(probs, calibration, topk)
         return cls(path, found["digit"], found["confidence"], tuple(tuple(t) for t in found["topk"]),
-                   found["uncertain"], found["verdict"], image=image,
-                   set=None if found["set"] is None else tuple(found["set"]))
+                   found["uncertain"], found["verdict"], image=image, set=found["set"])
 
     @classmethod
     def failed(cls, path: str, error: DigitrecError) -> Prediction:

@@ -41,8 +41,9 @@ class ServedPredictor:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def answering(self, max_error: float | None = None, coverage: float | None = None) -> ServedPredictor:
-        return ServedPredictor(self.inner.answering(max_error, coverage), self.source)
+    def answering(self, max_error: float | None = None, coverage: float | None = None,
+                  sets: bool = False) -> ServedPredictor:
+        return ServedPredictor(self.inner.answering(max_error, coverage, sets), self.source)
 
     def probabilities(self, digits):
         if not len(digits):

@@ -40,9 +40,7 @@ def answering_predictor(request: Request,
                             f"{DEFAULT_COVERAGE}; implies sets=true)"))) -> ServedPredictor:
     """The served predictor, answering as the request's query asks (inference.Predictor.answering); the
     ranges are checked there, as for the CLI."""
-    if sets and coverage is None:
-        coverage = DEFAULT_COVERAGE
     try:
-        return server_state(request).predictor.answering(max_error, coverage)
+        return server_state(request).predictor.answering(max_error, coverage, sets)
     except DigitrecError as e:  # a value out of range names its parameter: the server's own invalid_request
         raise ApiError("invalid_request" if e.param else e.code, str(e)) from None
