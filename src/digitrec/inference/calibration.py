@@ -19,7 +19,8 @@ VERDICTS = ("digit", "uncertain", "not_a_digit", "no_ink", "error")
 # 5,000 validation digits no longer tell the quantile (reliability.conformal_p_true keeps what this range needs).
 CONFORMAL_COVERAGE = (0.9, 0.999)
 DEFAULT_COVERAGE = 0.99  # `--sets` without `--coverage`
-NOT_CALIBRATED = "this model's metadata has no {} (fitted on held-out digits): fit them with `digitrec calibrate`"
+NOT_CALIBRATED = ("this model's metadata has no {}: they are fitted on digits held out of training, by training "
+                  "with a validation split (recipe field `validation`) or by `digitrec calibrate` on a model trained so")
 
 
 @dataclass(frozen=True)
