@@ -17,6 +17,9 @@ from PIL import Image
 # An image is only specks (nothing) when its biggest mark is under this share of its longest side (and short);
 # on a sheet of numbers, digits are small against the sheet.
 SPECK, SHEET_SPECK = 0.04, 0.01
+# On a sheet a mark is no speck when it has at least this share of the median mark's area, however small on the
+# page: the dots of a colon or a decimal point beside small digits (on a page of four lines, 24 px of 193).
+SHEET_DOT = 0.08
 MIN_CONTRAST = 0.12  # ink must differ from the background by this much (of the 0-1 grey range)
 TARGET_STROKE = 2.4  # MNIST strokes are about this wide (px) in the 20 px box
 CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))  # the 4-neighbour structuring element
@@ -81,13 +84,14 @@ def grey_opening(values: np.ndarray, size: int) -> np.ndarray:
     return cv2.dilate(eroded, square, anchor=(back, back), borderType=cv2.BORDER_REFLECT)
 
 
-def find_ink(grey: np.ndarray, speck: float = SPECK) -> Ink:
+def find_ink(grey: np.ndarray, sheet: bool = False) -> Ink:
     """Grey image -> white-on-black ink, background flattened, specks removed.
 
     OpenCV does the filtering and the labelling: the same operations as scipy.ndimage (reflected borders, the
     opening's anchors, 8-connected components) at a fraction of the cost on these small images (a 446x336
-    page: 2.4 -> 0.7 ms).  speck: the image is only specks (nothing) when its biggest mark is under this share of
-    its longest side (and short); a sheet of numbers passes a smaller share, its digits being small on it."""
+    page: 2.4 -> 0.7 ms).  The image is only specks (nothing) when its biggest mark is under SPECK of its
+    longest side (and short); a sheet of numbers (`sheet`) passes a smaller share, SHEET_SPECK, its digits being
+    small on it, and keeps its small dots (SHEET_DOT)."""
     h, w = grey.shape
     flat = flatten_background(grey)
     # Pixel noise must not make ink.
@@ -96,7 +100,7 @@ def find_ink(grey: np.ndarray, speck: float = SPECK) -> Ink:
     threshold = ink_threshold(smooth)
     if threshold is None:
         return nothing
-    marks = kept_marks(smooth > threshold, speck)
+    marks = kept_marks(smooth > threshold, sheet)
     if marks is None:
         return nothing
     mask, kept = marks
@@ -153,7 +157,7 @@ def only_specks(biggest: np.ndarray, speck: float, h: int, w: int) -> bool:
         biggest[cv2.CC_STAT_HEIGHT] < max(h / 3, 12)
 
 
-def kept_marks(mask: np.ndarray, speck: float) -> tuple[np.ndarray, np.ndarray] | None:
+def kept_marks(mask: np.ndarray, sheet: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """The thresholded ink's marks -> (the mask of those kept, their stats rows), or None when there is no digit
     in it: no marks, only specks, or ink everywhere."""
     h, w = mask.shape
@@ -161,9 +165,10 @@ def kept_marks(mask: np.ndarray, speck: float) -> tuple[np.ndarray, np.ndarray] 
     if n <= 1:
         return None
     sizes = stats[1:, cv2.CC_STAT_AREA]
-    if only_specks(stats[1 + int(np.argmax(sizes))], speck, h, w):
+    if only_specks(stats[1 + int(np.argmax(sizes))], SHEET_SPECK if sheet else SPECK, h, w):
         return None
-    keep = sizes >= max(0.02 * sizes.max(), 1e-4 * h * w, 2)  # specks much smaller than the strokes go
+    floor = min(1e-4 * h * w, SHEET_DOT * float(np.median(sizes))) if sheet else 1e-4 * h * w
+    keep = sizes >= max(0.02 * sizes.max(), floor, 2)  # specks much smaller than the strokes go
     if not keep.any():  # (a lone pixel in a small image)
         return None
     if not keep.all():  # (a lookup over every pixel: only when there is something to drop)

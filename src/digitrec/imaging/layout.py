@@ -11,6 +11,7 @@ decimal point to the digit beside it.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 
@@ -157,8 +158,7 @@ def _lines_among(bands: list, marks: list[Mark], centre: dict, digit_height: flo
 def _line(ink: Ink, labels: np.ndarray, marks: list[Mark]) -> LineLayout:
     tall = max(m.height for m in marks)
     digit_height = float(np.median([m.height for m in marks if m.height >= 0.5 * tall]))
-    top = float(np.median([m.box[1] for m in marks if m.height >= 0.5 * tall]))
-    separators = _separators(marks, labels, digit_height, top)
+    separators = _separators(marks, labels, digit_height)
     numbers, current, right = [], [], None
     for mark in marks:
         if right is not None and mark.box[0] - right > NUMBER_GAP * digit_height:
@@ -176,8 +176,12 @@ def _number(ink: Ink, labels: np.ndarray, marks: list[Mark], separators: dict[in
     parts: list[Run | Separator] = []
     run: list[Mark] = []
     seen_colon: set[int] = set()
+    # A number does not begin with a point, a comma or a colon (a decimal under one is written 0.5): such marks
+    # are strokes of the first digit that came loose.
+    lead = next((i for i, m in enumerate(marks) if separators.get(m.label) not in (".", ",", ":")), len(marks))
+    loose = {m.label for m in marks[:lead]}
     for mark in marks:
-        char = separators.get(mark.label)
+        char = separators.get(mark.label) if mark.label not in loose else None
         if char is None:
             run.append(mark)
             continue
@@ -186,6 +190,9 @@ def _number(ink: Ink, labels: np.ndarray, marks: list[Mark], separators: dict[in
         if run:
             parts.append(_run(ink, labels, run))
             run = []
+        elif parts and isinstance(parts[-1], Separator) and parts[-1].char == char == "-":
+            parts[-1] = Separator("-", _union([parts[-1].box, mark.box]))  # a dash drawn in two strokes
+            continue
         if char == ":":
             pair = [m for m in marks if separators.get(m.label) == ":" and _x_overlap(m.box, mark.box) > 0]
             seen_colon.update(m.label for m in pair)
@@ -206,10 +213,20 @@ def _run(ink: Ink, labels: np.ndarray, marks: list[Mark]) -> Run:
     return Run(Ink(np.where(mask, ink.values[y0:y1, x0:x1], 0).astype(np.float32), mask), box)
 
 
-def _separators(marks: list[Mark], labels: np.ndarray, h: float, top: float) -> dict[int, str]:
-    """label -> separator character, for the marks whose shape says so (h: the line's digit height, top: where
-    its digits begin)."""
+def _separators(marks: list[Mark], labels: np.ndarray, h: float) -> dict[int, str]:
+    """label -> separator character, for the marks whose shape says so (h: the line's digit height)."""
     found: dict[int, str] = {}
+    tall = sorted((m for m in marks if m.height >= 0.5 * h), key=lambda m: m.box[0])
+    starts = [t.box[0] for t in tall]
+
+    def beside(m: Mark) -> list[Mark]:  # the tall marks nearest m, a few either side (bounded work)
+        i = bisect.bisect_left(starts, m.box[0])
+        return [t for t in tall[max(0, i - 3):i + 3] if t is not m]
+
+    # A small mark mostly under or over a digit is a piece of it (a 5's detached flag, a broken stroke), not a
+    # separator: people leave a separator room of its own.
+    marks = [m for m in marks if m.height >= 0.6 * h or
+             not any(_x_overlap(m.box, t.box) >= 0.5 * m.width for t in beside(m))]
     small = sorted((m for m in marks if m.height <= 0.35 * h and m.width <= 0.4 * h), key=lambda m: m.box[0])
     for i, m in enumerate(small):  # a colon: two small marks one above the other (neighbours in x: bounded work)
         for other in small[i + 1:i + 4]:
@@ -218,17 +235,29 @@ def _separators(marks: list[Mark], labels: np.ndarray, h: float, top: float) -> 
     for m in marks:
         if m.label in found:
             continue
-        cy = (m.box[1] + m.box[3]) / 2 - top  # the mark's centre, from the top of the line's digits
+        top = _digits_top(m, beside(m))
+        cy = (m.box[1] + m.box[3]) / 2 - top  # the mark's centre, from the top of the digits beside it
         if m.height <= 0.45 * h and m.width <= 0.4 * h and cy > 0.65 * h:
             # A comma is taller than wide, reaches below the digits and is taller than a dot: two of the three
             # (each alone also fits a dot drawn carelessly).
             cues = (m.height >= 1.35 * m.width) + (m.box[3] >= top + 1.03 * h) + (m.height >= 0.34 * h)
             found[m.label] = "," if cues >= 2 else "."
-        elif m.height <= 0.3 * h and m.width >= 1.6 * m.height and m.width >= 0.3 * h and 0.2 * h < cy < 0.8 * h:
+        elif m.height <= 0.3 * h and m.width >= 1.6 * m.height and m.width >= 0.3 * h and 0.3 * h < cy < 0.75 * h:
+            # (near the middle of the digits: a short bar near their top is a 5's flag or a 7's bar)
             found[m.label] = "-"
         elif m.height >= 0.6 * h and _is_slash(labels[m.box[1]:m.box[3], m.box[0]:m.box[2]] == m.label):
             found[m.label] = "/"
     return found
+
+
+def _digits_top(mark: Mark, tall: list[Mark]) -> float:
+    """Where the digits either side of a mark begin (the mean top of the nearest of `tall` on each side): on a
+    long line that is a little skewed, the line's own top is a digit height off at its ends."""
+    left = [t for t in tall if t.box[2] <= mark.box[2]]
+    right = [t for t in tall if t.box[0] >= mark.box[0]]
+    beside = [max(left, key=lambda t: t.box[2])] if left else []
+    beside += [min(right, key=lambda t: t.box[0])] if right else []
+    return float(np.mean([t.box[1] for t in beside])) if beside else float(mark.box[1])
 
 
 def _is_slash(mask: np.ndarray) -> bool:
