@@ -51,6 +51,43 @@ def test_a_colon_is_one_separator():
     assert _shape(layout(_ink(40, 60, boxes))) == [["R:R"]]
 
 
+def test_a_small_mark_under_a_digit_is_part_of_it_not_a_separator():
+    # A dot in the gap between two digits is a decimal point; the same dot under the first digit (a broken-off
+    # stroke, the tail of a 9) is part of that digit.
+    digits = [(10, 10, 22, 30), (30, 10, 42, 30)]
+    assert _shape(layout(_ink(40, 60, digits + [(24, 27, 28, 31)]))) == [["R.R"]]
+    assert _shape(layout(_ink(40, 60, digits + [(14, 27, 18, 31)]))) == [["R"]]
+    assert _shape(layout(_ink(40, 70, [(d[0] + 8, d[1], d[2] + 8, d[3]) for d in digits] + [(4, 27, 8, 31)]))) == \
+        [["R"]]  # nor is one before the first digit: no number begins with a point
+
+
+def test_a_date_is_one_or_two_digits_twice_then_a_year_or_a_day_and_month():
+    from digitrec.inference.predict import _is_date
+
+    assert _is_date([[1, 0], [0, 7], [1, 8, 5, 7]]) and _is_date([[7], [1, 2], [2, 6]])
+    assert _is_date([[2, 5], [1, 2]]) and _is_date([[1, 2], [2, 5]])  # d/m or m/d
+    assert not _is_date([[6, 9], [9]])  # no day 69 in a month 9: a 1 leaning hard in 6919
+    assert not _is_date([[1, 0], [0, 7], [1, 8, 5]]) and not _is_date([[1], [2], [3], [4]])
+    assert not _is_date([[1, 0, 0], [0, 7], [1, 8, 5, 7]]) and not _is_date([[], [0, 7], [1, 8, 5, 7]])
+
+
+@pytest.mark.mnist
+def test_a_one_leaning_like_a_slash_is_read_as_a_one_in_a_date_and_elsewhere(validation_digits, predictor):
+    from digitrec.data.sheets import by_class, draw_sheet
+    from digitrec.imaging.layout import _is_slash
+    from digitrec.inference.predict import read_images
+
+    bank = by_class(*validation_digits)
+    bank[1] = np.stack([g for g in bank[1] if _is_slash(g > 76)])  # real 1s that lean as far as a slash
+    assert len(bank[1]) >= 5
+    rng = np.random.default_rng(21)
+    texts = ["10/07/1857", "21/11/1961", "01/12/2011", "6919", "31-12-11"]
+    items = [(text, draw_sheet([[text]], bank, rng)) for text in texts for _ in range(3)]
+    read = [r.text for r in read_images(items, predictor)]
+    assert sum(r == text for r, (text, _) in zip(read, items)) >= len(items) - 2, read
+    assert all("/" not in r for r in read[9:]), read
+
+
 def test_a_sheet_of_too_many_lines_is_refused():
     boxes = [(10 + 20 * k, 10 + 30 * i, 22 + 20 * k, 30 + 30 * i) for i in range(80) for k in range(3)]
     with pytest.raises(DigitrecError) as e:
@@ -175,6 +212,21 @@ def test_the_sequence_reader_reads_touching_digits_the_cutter_misses(validation_
     assert np.mean([r.text == text for r, (text, _) in zip(with_reader, spaced)]) >= 0.85
     digits = [d for r in with_reader for d in r.digits]
     assert all(d.box[0] <= d.box[2] and d.box[1] < d.box[3] for d in digits)
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+def test_a_touching_pair_too_narrow_to_cut_is_read_by_the_sequence_reader(validation_digits, predictor):
+    from digitrec.data.sheets import by_class, draw_sheet
+    from digitrec.inference.predict import load_reader, read_images
+
+    rng = np.random.default_rng(15)
+    bank = by_class(*validation_digits)
+    pairs = [f"{a}{b}" for a, b in rng.integers(0, 10, (40, 2))]
+    items = [(text, draw_sheet([[text]], bank, rng, overlap=3)) for text in pairs]
+    exact = {name: np.mean([r.text == text for r, (text, _) in zip(read_images(items, predictor, reader=r_), items)])
+             for name, r_ in (("cut", None), ("reader", load_reader()))}
+    assert exact["reader"] >= 0.85 and exact["reader"] >= exact["cut"] + 0.1, exact
 
 
 def test_a_sheet_of_thousands_of_marks_is_refused_quickly():

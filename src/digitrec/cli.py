@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
                 "  digitrec train-reader --out src/digitrec/weights/reader.safetensors   # the shipped one")
     c.add_argument("--out", required=True, help="the reader's .safetensors file")
     c.add_argument("--data-dir", default="data", help="where MNIST is (default: data)")
-    c.add_argument("--steps", type=int, default=3000, help="batches of 64 fresh numbers (default 3000)")
+    c.add_argument("--steps", type=int, default=10_000, help="batches of 64 fresh numbers (default 10000)")
     c.add_argument("--seed", type=int, default=0)
 
     c = command("calibrate", "fit a trained model's calibration again (temperature, not-a-digit and uncertain "

@@ -8,7 +8,6 @@ as one uint8 tensor, and training batches are cut from it by index: no per-sampl
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 import subprocess

@@ -13,7 +13,7 @@ from PIL import Image
 
 from digitrec.errors import DigitrecError
 from digitrec.imaging.decode import MAX_DIGITS, MAX_STRIPS, SHEET_PIXELS, WORK_PIXELS, decode
-from digitrec.imaging.ink import SHEET_SPECK, SPECK, find_ink, mnist_form, to_mnist, to_strip
+from digitrec.imaging.ink import find_ink, mnist_form, to_mnist, to_strip
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def prepare(data: bytes | Prepared, line: bool = False, keep_grey: bool = False,
     kept = {"grey": grey, "scale": scale} if keep_grey else {}
     if not line and (as_is := mnist_form(grey)) is not None:
         return Prepared(as_is[None], **kept)
-    ink = find_ink(grey, SHEET_SPECK if line else SPECK)
+    ink = find_ink(grey, sheet=line)
     if ink.empty:
         return Prepared(np.zeros((0, 28, 28), np.float32), **kept)
     if not line:
@@ -74,6 +74,12 @@ def _prepare_sheet(ink, scale: float, kept: dict, strips: bool) -> Prepared:
         np.zeros((0, 28, 28), np.float32)
     boxes = tuple(tuple(round(v * scale) for v in box) for _, box in sheet.candidates)
     return Prepared(digits, boxes, tuple(sheet.readings), plan=plan, strips=tuple(sheet.strips), **kept)
+
+
+# A piece of ink wider than this x its own height may be two digits touching (one digit is 0.2-0.7 as wide as it
+# is tall; a round 0 up to about 0.9): the run holding it also goes to the sequence reader.  Chosen with
+# predict._runs_read_whole on the validation numbers of benchmarks/read.py.
+PAIR_ASPECT = 0.7
 
 
 class _Sheet:
@@ -103,11 +109,18 @@ class _Sheet:
         alt = self.add([(part.ink, (0, 0, x1 - x0, y1 - y0))], [(0,)], x0, y0) if part.ink is not None else -1
         return part.char, tuple(round(v * self.scale) for v in part.box), alt
 
+    def may_touch(self, piece: int) -> bool:
+        """A piece that may be touching digits: one read several ways (wider than segment.TOO_WIDE x the line's
+        height), or one wider than PAIR_ASPECT x its own height, a pair too narrow for segment.py to cut."""
+        ways = self.readings[piece]
+        x0, y0, x1, y1 = self.candidates[ways[0][0]][1]
+        return len(ways) > 1 or x1 - x0 > PAIR_ASPECT * (y1 - y0)
+
     def run(self, part) -> list:
-        """A run's pieces; a run with a piece wide enough to hold touching digits also goes whole to the
-        sequence reader when strips are asked for: ("*", its strip, its pieces, its box)."""
+        """A run's pieces; a run with a piece that may be touching digits also goes whole to the sequence reader
+        when strips are asked for: ("*", its strip, its pieces, its box)."""
         pieces = [self.add(digits, ways, *part.box[:2]) for digits, ways in self.segment(part.ink)]
-        if not (self.want_strips and any(len(self.readings[i]) > 1 for i in pieces)):
+        if not (self.want_strips and any(self.may_touch(i) for i in pieces)):
             return pieces
         if len(self.strips) >= MAX_STRIPS:
             raise DigitrecError(f"image too costly to read (over {MAX_STRIPS} runs of touching digits)",

@@ -218,14 +218,20 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
         return DigitReading(found["digit"], found["confidence"], found["verdict"], tuple(prepared.boxes[i]),
                             found["set"])
 
+    def is_sure(pieces: tuple, read: list | None) -> bool:  # the cut's digits (read None), or the reader's
+        confidences = [float(probs[i].max()) for piece in pieces for i in best_reading(log_top,
+                                                                                      prepared.readings[piece])] \
+            if read is None else [c for _, c, _ in read]
+        return bool(confidences) and all(calibration.verdict(c) == "digit" for c in confidences)
+
     lines = []
     for numbers in plan:
         read_numbers = []
         for parts in numbers:
-            parts = _undo_slashes(_runs_read_whole(parts, strips), prepared, log_top, probs)
+            parts = _undo_slashes(_runs_read_whole(parts, strips, is_sure), prepared, log_top, probs)
             text, found, boxes, cut = "", [], [], False
             for part in parts:
-                if not isinstance(part, int) and part[0] == "*":  # a run the sequence reader read whole
+                if _read_whole(part):  # a run the sequence reader read whole
                     cut = True
                     for d in _strip_digits(prepared.strips[part[1]], strips[part[1]], part[3], calibration):
                         found.append(d)
@@ -248,11 +254,21 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
     return tuple(lines)
 
 
-def _runs_read_whole(parts: tuple, strips: list | None) -> tuple:
-    """Without the sequence reader's digits, a run it would have read is read by its pieces."""
-    if strips is not None:
-        return parts
-    return tuple(q for part in parts for q in (part[2] if not isinstance(part, int) and part[0] == "*" else (part,)))
+def _runs_read_whole(parts: tuple, strips: list | None, is_sure: Callable[[tuple, list | None], bool]) -> tuple:
+    """A run the sequence reader read (("*", strip, pieces, box)) is read whole where the reader is sure of it
+    and the cutter is not (is_sure(pieces, None), is_sure(pieces, the reader's digits)); else by its pieces.
+    A cut whose every digit the classifier calls a confident digit is right more often than the reader alone
+    (its verdicts are calibrated); a touching pair read as one digit is "not a digit" (the model learnt that
+    pairs side by side are none), and such runs are the reader's, unless the reader is unsure too: then the
+    mark may be no digits at all (a star, a scribble), and the classifier's verdicts say so."""
+    def whole(part) -> bool:
+        return strips is not None and not is_sure(part[2], None) and is_sure(part[2], strips[part[1]])
+
+    return tuple(q for part in parts for q in (part[2] if _read_whole(part) and not whole(part) else (part,)))
+
+
+def _read_whole(part) -> bool:
+    return not isinstance(part, int) and part[0] == "*"
 
 
 def _strip_digits(strip: np.ndarray, read: list, box: tuple, calibration) -> list[DigitReading]:
@@ -266,29 +282,69 @@ def _strip_digits(strip: np.ndarray, read: list, box: tuple, calibration) -> lis
             for digit, confidence, (a, b) in read]
 
 
+MAX_LEANING = 8  # leaning marks in one number tried as slashes (dd/mm/yyyy has 10 marks): 36 ways at most
+
+
 def _undo_slashes(parts: tuple, prepared: Prepared, log_top: np.ndarray, probs: np.ndarray) -> tuple:
-    """A leaning mark is a slash only where the number reads as a date (d/m, dd/mm/yy, dd/mm/yyyy) and the
-    model does not read the mark as a confident digit other than 1; elsewhere it is a 1 leaning hard, or a
-    digit, and read as one."""
-    slashes = [k for k, part in enumerate(parts) if not isinstance(part, int) and part[0] == "/" and part[2] >= 0]
-    if not slashes:
+    """Leaning marks (layout._is_slash) are slashes only where they make the number a date (d/m, dd/mm/yy,
+    dd/mm/yyyy); the others are 1s leaning hard, or digits, and read as such.  A hard-leaning 1 inside a date
+    is one of the leaning marks, so every way of taking one or two of them as slashes is tried (a mark the model
+    reads as a confident digit other than 1 is never one); of the ways that make a date, the one with the
+    most parts wins, then one whose day and month can be a day and a month, then the one whose slashes the
+    model is least sure are digits.  A number with another separator (a phone number) is no date."""
+    leaning = [k for k, part in enumerate(parts) if _is_separator(part) and part[0] == "/" and part[2] >= 0]
+    if not leaning:
         return parts
-    groups, count, others = [], 0, False
+    as_digits = tuple(part[2] if k in leaning else part for k, part in enumerate(parts))
+    if any(_is_separator(part) and part[0] != "/" for part in parts) or len(leaning) > MAX_LEANING:
+        return as_digits
+    possible = [k for k in leaning if not (int(probs[_alt(parts[k], prepared)].argmax()) != 1
+                                           and probs[_alt(parts[k], prepared)].max() > 0.9)]
+    best, best_key = as_digits, None
+    for size in (1, 2):  # a date has one slash or two
+        for chosen in itertools.combinations(possible, size):
+            taken = tuple(part if k in chosen else part[2] if k in leaning else part for k, part in enumerate(parts))
+            groups = _digit_groups(taken, prepared, log_top, probs)
+            if _is_date(groups):
+                key = (len(groups), _day_and_month(groups), -sum(log_top[_alt(parts[k], prepared)] for k in chosen))
+                if best_key is None or key > best_key:
+                    best, best_key = taken, key
+    return best
+
+
+def _is_separator(part) -> bool:
+    return not isinstance(part, int) and not _read_whole(part)
+
+
+def _alt(part: tuple, prepared: Prepared) -> int:
+    """The candidate digit that reads a separator's mark as a digit."""
+    return prepared.readings[part[2]][0][0]
+
+
+def _digit_groups(parts: tuple, prepared: Prepared, log_top: np.ndarray, probs: np.ndarray) -> list[list[int]]:
+    """The digits (the model's best reading of each piece) between a number's separators."""
+    groups: list[list[int]] = [[]]
     for part in parts:
-        if isinstance(part, int):
-            count += len(best_reading(log_top, prepared.readings[part]))
-        elif part[0] == "*":
-            count += sum(len(best_reading(log_top, prepared.readings[i])) for i in part[2])
-        else:
-            groups.append(count)
-            others |= part[0] != "/"
-            count = 0
-    groups.append(count)
-    digit_like = any(int(probs[i].argmax()) != 1 and probs[i].max() > 0.9
-                     for k in slashes for i in prepared.readings[parts[k][2]][0])
-    is_date = not others and not digit_like and len(groups) in (2, 3) and 1 <= groups[0] <= 2 and \
-        1 <= groups[1] <= 2 and (len(groups) == 2 or groups[2] in (2, 4))
-    return parts if is_date else tuple(part[2] if k in slashes else part for k, part in enumerate(parts))
+        if _is_separator(part):
+            groups.append([])
+            continue
+        for piece in ((part,) if isinstance(part, int) else part[2]):
+            groups[-1] += [int(probs[i].argmax()) for i in best_reading(log_top, prepared.readings[piece])]
+    return groups
+
+
+def _is_date(groups: list[list[int]]) -> bool:
+    """dd/mm/yyyy, dd/mm/yy (day and month of 1-2 digits, either order), or d/m: the two alone, whose values
+    must then be a day and a month (there is no year to say it is a date)."""
+    if not all(1 <= len(g) <= 2 for g in groups[:2]) or len(groups) not in (2, 3):
+        return False
+    return len(groups[2]) in (2, 4) if len(groups) == 3 else _day_and_month(groups)
+
+
+def _day_and_month(groups: list[list[int]]) -> bool:
+    """The first two groups of digits are a day and a month, in either order."""
+    day, month = (int("".join(map(str, g)) or 0) for g in groups[:2])
+    return 1 <= min(day, month) <= 12 and max(day, month) <= 31
 
 
 def _union(boxes: list) -> tuple[int, int, int, int]:

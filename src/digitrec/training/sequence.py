@@ -63,7 +63,7 @@ def exact(model: SequenceReader, strips: list[np.ndarray], labels: list[list[int
     return float(np.mean([r == t for r, t in zip(read, labels)]))
 
 
-def train_sequence_reader(data_dir: str, out: str, steps: int = 3000, seed: int = 0, lr: float = 2e-3) -> dict:
+def train_sequence_reader(data_dir: str, out: str, steps: int = 10_000, seed: int = 0, lr: float = 2e-3) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     train, validation = split_validation(load_split("mnist", data_dir, train=True), 5000)
@@ -83,7 +83,7 @@ def train_sequence_reader(data_dir: str, out: str, steps: int = 3000, seed: int 
         schedule.step()
         if step % EVAL_EVERY == 0 or step == steps:
             history.append({"step": step, "loss": loss.item(), "validation_exact": exact(model, *held_out)})
-            say(f"step {step}/{steps}: loss {float(loss):.3f}, validation numbers read exactly "
+            say(f"step {step}/{steps}: loss {history[-1]['loss']:.3f}, validation numbers read exactly "
                 f"{history[-1]['validation_exact']:.1%} ({time.time() - start:.0f} s)")
     meta = {"architecture": "sequence-reader", "steps": steps, "batch": BATCH, "seed": seed, "lr": lr,
             "validation_exact": history[-1]["validation_exact"], "history": history,
