@@ -166,7 +166,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 # sigmoid(a * logit(product) + b + c * [a piece of it was cut or read whole by the sequence reader]), fitted on
 # numbers drawn from the validation digits and read as `read` reads them, sequence reader included
 # (`python -m benchmarks.read_calibration`, the shipped model).
-NUMBER_CALIBRATION = (0.8049, -0.7883, -0.7691)
+NUMBER_CALIBRATION = (0.6411, 0.0357, -0.2596)
 
 
 def number_confidence(digit_confidences: list[float], cut: bool,

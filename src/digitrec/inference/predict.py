@@ -218,17 +218,15 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
         return DigitReading(found["digit"], found["confidence"], found["verdict"], tuple(prepared.boxes[i]),
                             found["set"])
 
-    def is_sure(pieces: tuple, read: list | None) -> bool:  # the cut's digits (read None), or the reader's
-        confidences = [float(probs[i].max()) for piece in pieces for i in best_reading(log_top,
-                                                                                      prepared.readings[piece])] \
-            if read is None else [c for _, c, _ in read]
-        return bool(confidences) and all(calibration.verdict(c) == "digit" for c in confidences)
+    def cut_of(pieces: tuple) -> list[tuple[int | None, float]]:  # the digits the cutter reads in these pieces
+        return [(digit(i).digit, float(probs[i].max())) for piece in pieces
+                for i in best_reading(log_top, prepared.readings[piece])]
 
     lines = []
     for numbers in plan:
         read_numbers = []
         for parts in numbers:
-            parts = _undo_slashes(_runs_read_whole(parts, strips, is_sure), prepared, log_top, probs)
+            parts = _undo_slashes(_runs_read_whole(parts, strips, cut_of, calibration), prepared, log_top, probs)
             text, found, boxes, cut = "", [], [], False
             for part in parts:
                 if _read_whole(part):  # a run the sequence reader read whole
@@ -254,15 +252,25 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
     return tuple(lines)
 
 
-def _runs_read_whole(parts: tuple, strips: list | None, is_sure: Callable[[tuple, list | None], bool]) -> tuple:
-    """A run the sequence reader read (("*", strip, pieces, box)) is read whole where the reader is sure of it
-    and the cutter is not (is_sure(pieces, None), is_sure(pieces, the reader's digits)); else by its pieces.
-    A cut whose every digit the classifier calls a confident digit is right more often than the reader alone
-    (its verdicts are calibrated); a touching pair read as one digit is "not a digit" (the model learnt that
-    pairs side by side are none), and such runs are the reader's, unless the reader is unsure too: then the
-    mark may be no digits at all (a star, a scribble), and the classifier's verdicts say so."""
+def _runs_read_whole(parts: tuple, strips: list | None, cut_of: Callable[[tuple], list[tuple[int | None, float]]],
+                     calibration) -> tuple:
+    """A run the sequence reader read (("*", strip, pieces, box)) is read whole where the reader's digits differ
+    from the cutter's (cut_of(pieces): each cut digit and its calibrated confidence), are more likely all right
+    (the product of their confidences) and none is below the not-a-digit threshold; where the cutter calls some
+    of its ink not a digit at all, only when the reader is sure of every digit (a star or a scribble is not
+    made digits; a touching pair, which the model learnt is no digit, is).  Else, and without strips, the run
+    is read by its pieces: the classifier's digits, with their calibrated confidences and sets."""
     def whole(part) -> bool:
-        return strips is not None and not is_sure(part[2], None) and is_sure(part[2], strips[part[1]])
+        if strips is None or not strips[part[1]]:
+            return False
+        cut = cut_of(part[2])
+        if [d for d, _, _ in strips[part[1]]] == [d for d, _ in cut]:
+            return False
+        cut, read = [c for _, c in cut], [c for _, c, _ in strips[part[1]]]
+        if any(calibration.verdict(c) == "not_a_digit" for c in cut):
+            return all(calibration.verdict(c) == "digit" for c in read)
+        return all(calibration.verdict(c) != "not_a_digit" for c in read) and \
+            float(np.log(read).sum()) > float(np.log(np.maximum(cut, 1e-12)).sum())
 
     return tuple(q for part in parts for q in (part[2] if _read_whole(part) and not whole(part) else (part,)))
 
