@@ -219,8 +219,9 @@ def read_plan(prepared: Prepared, probs: np.ndarray, calibration, digits_only: b
                             found["set"])
 
     def cut_of(pieces: tuple) -> list[tuple[int | None, float]]:  # the digits the cutter reads in these pieces
-        return [(digit(i).digit, float(probs[i].max())) for piece in pieces
-                for i in best_reading(log_top, prepared.readings[piece])]
+        kept = [i for piece in pieces for i in best_reading(log_top, prepared.readings[piece])]
+        return [(None if calibration.verdict(float(probs[i].max())) == "not_a_digit" else int(probs[i].argmax()),
+                 float(probs[i].max())) for i in kept]
 
     lines = []
     for numbers in plan:
