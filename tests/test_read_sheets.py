@@ -61,6 +61,47 @@ def test_a_small_mark_under_a_digit_is_part_of_it_not_a_separator():
         [["R"]]  # nor is one before the first digit: no number begins with a point
 
 
+def test_a_dash_drawn_in_two_strokes_is_one_dash():
+    digits = [(10, 10, 22, 30), (43, 10, 55, 30)]
+    assert _shape(layout(_ink(40, 70, digits + [(26, 19, 32, 22), (33, 19, 39, 22)]))) == [["R-R"]]
+
+
+def test_a_sheet_keeps_the_dots_of_a_colon_beside_small_digits_and_drops_dust():
+    from digitrec.imaging.ink import find_ink
+
+    grey = np.ones((400, 800), np.float32)  # a page of 320,000 px
+    for x in (100, 130, 190, 220):
+        grey[100:130, x:x + 6] = 0  # digits 30 px tall, strokes of 180 px
+    grey[108:112, 162:166] = grey[120:124, 162:166] = 0  # a colon's dots, 16 px each
+    for y in range(210, 390, 10):
+        for x in range(20, 780, 45):
+            grey[y:y + 2, x:x + 2] = 0  # dust, 306 specks of 2x2: far more of them than of strokes
+    assert find_ink(grey, sheet=True).mask[100:130, 160:168].any()
+    assert not find_ink(grey).mask[100:130, 160:168].any()  # (a single digit's image drops them)
+    assert not find_ink(grey, sheet=True).mask[200:].any()
+
+
+def test_the_sequence_readers_reading_is_kept_only_where_it_is_the_better_one():
+    from digitrec.inference.predict import _runs_read_whole
+
+    parts = (("*", 0, (5, 6), (0, 0, 40, 20)),)
+    as_pieces = (5, 6)
+
+    def keeps(read, cut):
+        kept = _runs_read_whole(parts, [read], lambda pieces: cut, not_a_digit_below=0.5)
+        assert kept in (parts, as_pieces)
+        return kept == parts
+
+    touching = [(3, 0.99, (0, 4)), (8, 0.98, (4, 8))]
+    assert keeps(touching, [(None, 0.2)])  # a pair the classifier calls no digit, read surely
+    assert not keeps([(5, 0.66, (0, 4)), (8, 0.98, (4, 8))], [(None, 0.1)])  # a star the reader is unsure of
+    assert not keeps(touching, [(3, 0.999), (8, 0.95)])  # both read alike: the classifier's calibrated digits
+    assert keeps(touching, [(3, 0.95), (3, 0.93)])  # they differ, the reader more probable
+    assert not keeps(touching, [(3, 0.999), (6, 0.999)])  # they differ, the cut more probable
+    assert not keeps([], [(None, 0.2)])  # the reader read nothing
+    assert _runs_read_whole(parts, None, lambda pieces: [], 0.5) == as_pieces  # no reader
+
+
 def test_a_date_is_one_or_two_digits_twice_then_a_year_or_a_day_and_month():
     from digitrec.inference.predict import _is_date
 

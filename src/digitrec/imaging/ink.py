@@ -17,8 +17,11 @@ from PIL import Image
 # An image is only specks (nothing) when its biggest mark is under this share of its longest side (and short);
 # on a sheet of numbers, digits are small against the sheet.
 SPECK, SHEET_SPECK = 0.04, 0.01
-# On a sheet a mark is no speck when it has at least this share of the median mark's area, however small on the
-# page: the dots of a colon or a decimal point beside small digits (on a page of four lines, 24 px of 193).
+# Marks under this share of the image's area are specks (unless as big as 2% of the biggest mark).
+SPECK_AREA = 1e-4
+# On a sheet a mark of at least this share of its typical mark (the median of those over SPECK_AREA: no dust
+# among them) is kept however small on the page: the dots of a colon beside small digits (24 px against a
+# typical 193, where SPECK_AREA of the sheet was 26 px), not a broken-off piece of 25 px beside digits of 400.
 SHEET_DOT = 0.08
 MIN_CONTRAST = 0.12  # ink must differ from the background by this much (of the 0-1 grey range)
 TARGET_STROKE = 2.4  # MNIST strokes are about this wide (px) in the 20 px box
@@ -91,7 +94,7 @@ def find_ink(grey: np.ndarray, sheet: bool = False) -> Ink:
     opening's anchors, 8-connected components) at a fraction of the cost on these small images (a 446x336
     page: 2.4 -> 0.7 ms).  The image is only specks (nothing) when its biggest mark is under SPECK of its
     longest side (and short); a sheet of numbers (`sheet`) passes a smaller share, SHEET_SPECK, its digits being
-    small on it, and keeps its small dots (SHEET_DOT)."""
+    small on it, and keeps its smaller dots (SHEET_DOT)."""
     h, w = grey.shape
     flat = flatten_background(grey)
     # Pixel noise must not make ink.
@@ -167,7 +170,10 @@ def kept_marks(mask: np.ndarray, sheet: bool = False) -> tuple[np.ndarray, np.nd
     sizes = stats[1:, cv2.CC_STAT_AREA]
     if only_specks(stats[1 + int(np.argmax(sizes))], SHEET_SPECK if sheet else SPECK, h, w):
         return None
-    floor = min(1e-4 * h * w, SHEET_DOT * float(np.median(sizes))) if sheet else 1e-4 * h * w
+    floor = SPECK_AREA * h * w
+    typical = sizes[sizes >= floor]
+    if sheet and len(typical):
+        floor = min(floor, SHEET_DOT * float(np.median(typical)))
     keep = sizes >= max(0.02 * sizes.max(), floor, 2)  # specks much smaller than the strokes go
     if not keep.any():  # (a lone pixel in a small image)
         return None

@@ -179,7 +179,7 @@ def _number(ink: Ink, labels: np.ndarray, marks: list[Mark], separators: dict[in
     # A number does not begin with a point, a comma or a colon (a decimal under one is written 0.5): such marks
     # are strokes of the first digit that came loose.
     lead = next((i for i, m in enumerate(marks) if separators.get(m.label) not in (".", ",", ":")), len(marks))
-    loose = {m.label for m in marks[:lead]}
+    loose = {m.label for m in marks[:lead]} if lead < len(marks) else set()  # (marks alone stay what they are)
     for mark in marks:
         char = separators.get(mark.label) if mark.label not in loose else None
         if char is None:
