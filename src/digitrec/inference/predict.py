@@ -275,7 +275,7 @@ def _runs_read_whole(parts: tuple, strips: list | None, cut_of: Callable[[tuple]
         if not read or [d for d, _, _ in read] == [d for d, _ in cut]:
             return False
         cut_p, read_p = np.array([c for _, c in cut]), np.array([c for _, c, _ in read])
-        if (cut_p < not_a_digit_below).any():
+        if any(d is None for d, _ in cut):  # (cut_of's None: under the not-a-digit threshold)
             return bool((read_p >= READER_SURE).all())
         return bool((read_p >= not_a_digit_below).all()
                     and np.log(read_p).sum() > np.log(np.maximum(cut_p, 1e-12)).sum())
